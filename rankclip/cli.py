@@ -1,0 +1,73 @@
+"""The ``rankclip`` command: one sub-command per workflow stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+
+from rankclip.config import ConfigError, TrainConfig
+
+
+def _add_config_flags(parser: argparse.ArgumentParser, model: type[TrainConfig]) -> None:
+    """One ``--field-name VALUE`` flag per config field (values parsed as YAML scalars)."""
+    for name, field in model.model_fields.items():
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+            help=field.description,
+        )
+
+
+def _overrides(args: argparse.Namespace, model: type[TrainConfig]) -> dict:
+    return {name: yaml.safe_load(value) for name, value in vars(args).items() if name in model.model_fields}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rankclip", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one run (torchrun-aware)")
+    train.add_argument("--config", type=Path, help="YAML file of TrainConfig fields; flags override it")
+    _add_config_flags(train, TrainConfig)
+
+    data = commands.add_parser("data", help="data stage").add_subparsers(dest="data_command", required=True)
+    demo = data.add_parser("make-demo", help="render the seeded demo corpus and eval sets as shards")
+    demo.add_argument("--out", type=Path, required=True)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--num-train", type=int, default=8192)
+    demo.add_argument("--num-eval", type=int, default=1000)
+    demo.add_argument("--image-size", type=int, default=64)
+    demo.add_argument("--shard-size", type=int, default=1024)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "train":
+            from rankclip.config import load_config
+
+            config = load_config(args.config, _overrides(args, TrainConfig))
+            from rankclip.train import train
+
+            print(train(config))
+        elif args.command == "data" and args.data_command == "make-demo":
+            from rankclip.data.demo import make_demo
+
+            manifest = make_demo(
+                args.out, seed=args.seed, num_train=args.num_train, num_eval=args.num_eval,
+                image_size=args.image_size, shard_size=args.shard_size,
+            )
+            print(f"wrote the demo corpus to {args.out} ({manifest['counts']})")
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"rankclip: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""The training configuration: one typed, validated object, read from YAML and/or command-line flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+LossName = Literal["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the field."""
+
+
+class TrainConfig(BaseModel):
+    """Everything ``rankclip train`` needs. Defaults follow the paper (PAPER.md, training protocol)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # data
+    train_data: str = Field(description="Webdataset shard URL, brace-expanded: /data/cc3m/{000000..000331}.tar")
+    train_num_samples: int = Field(gt=0, description="Samples per epoch (all ranks together).")
+    caption_key: str = Field("txt", description="Sample key of the caption.")
+    synthetic_caption_key: str = Field("syn.txt", description="Sample key of ALIP's second caption.")
+    shuffle_buffer: int = Field(1000, ge=0, description="Webdataset sample shuffle buffer (0: no shuffle).")
+    workers: int = Field(2, ge=0, description="DataLoader workers per rank.")
+    augment: bool = Field(False, description="open_clip's train augmentation; the paper uses none.")
+    # model and loss
+    model: str = Field("rankclip-tiny-vit", description="open_clip model name (ViT-B-32, RN50, RN101, ...).")
+    loss: LossName = "rankclip"
+    lambda_cross: float = Field(1.0, ge=0, description="RankCLIP lambda_1 (cross-modal consistency).")
+    lambda_in: float = Field(1.0, ge=0, description="RankCLIP lambda_2 (in-modal consistency).")
+    rank_weight_schedule: Literal["code", "paper", "constant"] = "code"
+    list_scale: float = Field(1 / 32, gt=0, description="Scale of each ListMLE pair (the paper's 1/32).")
+    tie_seed: int | None = Field(0, description="Seed of the tie-breaking column permutation (None: index order).")
+    cyclip_lambda_in: float = Field(0.25, ge=0)
+    cyclip_lambda_cross: float = Field(0.25, ge=0)
+    alip_momentum: float = Field(0.99, ge=0, lt=1)
+    # optimisation
+    epochs: int = Field(64, gt=0)
+    batch_size: int = Field(128, gt=0, description="Per-rank batch size.")
+    lr: float = Field(5e-4, gt=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(10_000, ge=0)
+    grad_clip_norm: float | None = Field(None, gt=0)
+    precision: Literal["auto", "fp32", "amp", "bf16"] = Field(
+        "auto", description="auto: amp (fp16 autocast + grad scaler) on CUDA, fp32 on CPU."
+    )
+    compile: bool = False
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+    # output
+    output_dir: Path
+    checkpoint_every_steps: int | None = Field(None, gt=0, description="Also checkpoint every N steps.")
+    log_every_steps: int = Field(10, gt=0)
+    resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'none', or a path.")
+    progress: bool = True
+    tensorboard: bool = True
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> TrainConfig:
+        if self.loss == "rankclip_cross" and self.lambda_cross == 0:
+            raise ValueError("loss 'rankclip_cross' needs lambda_cross > 0")
+        if self.loss == "rankclip_in" and self.lambda_in == 0:
+            raise ValueError("loss 'rankclip_in' needs lambda_in > 0")
+        return self
+
+
+def _format_error(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "config"
+        got = f" (got {item['input']!r})" if item["type"] != "missing" and "input" in item else ""
+        lines.append(f"  {field}: {item['msg']}{got}")
+    return "invalid training config:\n" + "\n".join(lines)
+
+
+def make_config(values: dict[str, Any]) -> TrainConfig:
+    """Validate ``values`` into a TrainConfig, raising ConfigError that names every bad field."""
+    try:
+        return TrainConfig(**values)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error)) from None
+
+
+def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML file (optional) and apply ``overrides`` (e.g. from the command line) on top."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read config file {path}: {error}") from None
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(loaded).__name__}")
+        values.update(loaded or {})
+    values.update(overrides or {})
+    return make_config(values)

@@ -1,0 +1,52 @@
+"""Models through open_clip's factory, plus the package's tiny configs for CPU runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import open_clip
+import torch
+
+MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
+PAPER_MODELS = ("ViT-B-32", "RN50", "RN101")
+
+
+def register_model_configs() -> None:
+    """Make the package's configs (``rankclip-tiny-vit``, ``rankclip-tiny-rn``) known to open_clip."""
+    if "rankclip-tiny-vit" not in open_clip.list_models():
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+
+
+def model_config(name: str) -> dict:
+    """The architecture config of a model name, with a clear error for an unknown one."""
+    register_model_configs()
+    config = open_clip.get_model_config(name)
+    if config is None:
+        known = ", ".join(n for n in open_clip.list_models() if n.startswith(("rankclip", "ViT-B", "RN")))
+        raise ValueError(f"unknown model {name!r}; known models include: {known}")
+    return config
+
+
+def create_model(name: str, device: str | torch.device = "cpu", pretrained: str | None = None):
+    """Return ``(model, preprocess_train, preprocess_val, tokenizer)`` for a from-scratch (or saved) model."""
+    model_config(name)
+    model, preprocess_train, preprocess_val = open_clip.create_model_and_transforms(
+        name, pretrained=pretrained, device=device, output_dict=True
+    )
+    tokenizer = open_clip.get_tokenizer(name)
+    return model, preprocess_train, preprocess_val, tokenizer
+
+
+def write_local_dir(model_name: str, checkpoint_path: Path, out_dir: Path) -> Path:
+    """Write ``open_clip_config.json`` + weights so ``local-dir:out_dir`` loads without our registry."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = {"model_cfg": model_config(model_name), "preprocess_cfg": {}}
+    state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
+    tmp = out_dir / "open_clip_model.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    tmp.replace(out_dir / "open_clip_model.safetensors")
+    (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    return out_dir

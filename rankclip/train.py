@@ -1,0 +1,294 @@
+"""The training loop: one validated TrainConfig in, checkpoints and metrics out."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from rankclip import checkpoint as ckpt
+from rankclip.config import TrainConfig
+from rankclip.data.loader import BatchSpec, ShardStream, expand_shards, make_loader
+from rankclip.distributed import DistInfo, barrier, init_distributed, mean_over_ranks
+from rankclip.losses import build_loss
+from rankclip.models import create_model
+from rankclip.optim import cosine_lr, make_optimizer
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+def loss_kwargs(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
+    """The keyword arguments of the configured loss."""
+    kwargs: dict[str, Any] = {"rank": dist_info.rank, "world_size": dist_info.world_size}
+    if config.loss == "cyclip":
+        kwargs |= {"lambda_in": config.cyclip_lambda_in, "lambda_cross": config.cyclip_lambda_cross}
+    elif config.loss == "alip":
+        kwargs |= {"momentum": config.alip_momentum}
+    elif config.loss.startswith("rankclip"):
+        kwargs |= {
+            "num_epochs": config.epochs,
+            "schedule": config.rank_weight_schedule,
+            "list_scale": config.list_scale,
+            "tie_seed": config.tie_seed,
+        }
+        if config.loss != "rankclip_in":
+            kwargs["lambda_cross"] = config.lambda_cross
+        if config.loss != "rankclip_cross":
+            kwargs["lambda_in"] = config.lambda_in
+    return kwargs
+
+
+def resolve_precision(config: TrainConfig, device: torch.device) -> str:
+    precision = config.precision
+    if precision == "auto":
+        precision = "amp" if device.type == "cuda" else "fp32"
+    if precision == "amp" and device.type != "cuda":
+        raise ValueError("precision: 'amp' (fp16 + grad scaler) needs CUDA; use 'fp32' or 'bf16' on CPU")
+    return precision
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.float16 if precision == "amp" else torch.bfloat16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def trim_metrics(path: Path, last_step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(line + "\n" for line in keep))
+    tmp.replace(path)
+
+
+class MetricsLog:
+    """Metrics to a JSONL file and (optionally) TensorBoard, on the main rank only."""
+
+    def __init__(self, output_dir: Path, enabled: bool, tensorboard: bool, start_step: int):
+        self.enabled = enabled
+        self.path = output_dir / "metrics.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        trim_metrics(self.path, start_step)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(output_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+        if self.writer is not None:
+            for key, value in values.items():
+                self.writer.add_scalar(f"train/{key}", value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def train(config: TrainConfig) -> Path:
+    """Train one run; returns the path of the final model checkpoint (``output_dir/model.pt``)."""
+    dist_info = init_distributed(config.device)
+    device = dist_info.device
+    precision = resolve_precision(config, device)
+    global_batch = config.batch_size * dist_info.world_size
+    steps_per_epoch = config.train_num_samples // global_batch
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"train_num_samples ({config.train_num_samples}) is smaller than one global batch ({global_batch})"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    shards = expand_shards(config.train_data)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(config.seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True)
+    model, preprocess_train, preprocess_val, tokenizer = create_model(config.model, device=device)
+    loss_fn = build_loss(config.loss, **loss_kwargs(config, dist_info)).to(device)
+    optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.beta1, config.beta2), config.eps)
+    scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
+
+    step = 0
+    resume_path = _resume_path(config, checkpoint_dir)
+    if resume_path is not None:
+        state = ckpt.load(resume_path, required=("state_dict", "optimizer", "loss", "step"))
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        loss_fn.load_state_dict(state["loss"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        step = state["step"]
+        if dist_info.is_main:
+            log.info("resumed from %s at step %d", resume_path, step)
+    if step >= total_steps and (output_dir / "model.pt").exists():
+        return output_dir / "model.pt"
+
+    spec = BatchSpec(
+        batch_size=config.batch_size,
+        image_transform=preprocess_train if config.augment else preprocess_val,
+        tokenizer=tokenizer,
+        caption_key=config.caption_key,
+        synthetic_caption_key=config.synthetic_caption_key if config.loss == "alip" else None,
+    )
+    stream = ShardStream(
+        shards,
+        spec,
+        steps_per_epoch=steps_per_epoch,
+        seed=config.seed,
+        rank=dist_info.rank,
+        world_size=dist_info.world_size,
+        workers=config.workers,
+        shuffle_buffer=config.shuffle_buffer,
+    )
+    train_model = model
+    if dist_info.world_size > 1:
+        train_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    if config.compile:
+        train_model = torch.compile(train_model)
+
+    metrics = MetricsLog(output_dir, dist_info.is_main, config.tensorboard, step)
+
+    def save(path: Path) -> None:
+        if dist_info.is_main:
+            ckpt.atomic_save(
+                {
+                    "state_dict": ckpt.strip_module_prefix(model.state_dict()),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else {},
+                    "loss": loss_fn.state_dict(),
+                    "step": step,
+                    "epoch": step // steps_per_epoch,
+                    "rng": {"torch": torch.get_rng_state()},
+                    "model_name": config.model,
+                    "config": config.model_dump(mode="json"),
+                },
+                path,
+            )
+        barrier()
+
+    try:
+        while step < total_steps:
+            epoch, start = divmod(step, steps_per_epoch)
+            stream.set_epoch(epoch, start)
+            progress = tqdm(
+                total=steps_per_epoch,
+                initial=start,
+                desc=f"epoch {epoch + 1}/{config.epochs}",
+                disable=not (config.progress and dist_info.is_main),
+                unit="step",
+            )
+            tick = time.perf_counter()
+            for batch in make_loader(stream, config.workers):
+                terms = _train_step(
+                    train_model, loss_fn, optimizer, scaler, batch,
+                    lr=cosine_lr(step, config.lr, config.warmup_steps, total_steps),
+                    precision=precision, device=device, epoch=epoch, step=step,
+                    grad_clip_norm=config.grad_clip_norm,
+                )
+                with torch.no_grad():
+                    model.logit_scale.clamp_(0, math.log(100))
+                step += 1
+                now = time.perf_counter()
+                samples_per_s = global_batch / max(now - tick, 1e-9)
+                tick = now
+                progress.update(1)
+                progress.set_postfix(loss=f"{terms['loss']:.4f}", samples_s=f"{samples_per_s:.0f}")
+                if step % config.log_every_steps == 0 or step == total_steps:
+                    metrics.write(step, {**terms, "epoch": epoch + 1, "samples_per_s": samples_per_s})
+                if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                    save(checkpoint_dir / ckpt.LATEST)
+            progress.close()
+            save(checkpoint_dir / f"epoch_{epoch + 1}.pt")
+            save(checkpoint_dir / ckpt.LATEST)
+    finally:
+        metrics.close()
+
+    final = output_dir / "model.pt"
+    if dist_info.is_main:
+        ckpt.atomic_save(
+            {
+                "state_dict": ckpt.strip_module_prefix(model.state_dict()),
+                "model_name": config.model,
+                "step": step,
+                "config": config.model_dump(mode="json"),
+            },
+            final,
+        )
+    barrier()
+    return final
+
+
+def _resume_path(config: TrainConfig, checkpoint_dir: Path) -> Path | None:
+    if config.resume == "none":
+        return None
+    if config.resume == "auto":
+        return ckpt.find_latest(checkpoint_dir)
+    return Path(config.resume)
+
+
+def _train_step(
+    model, loss_fn, optimizer, scaler, batch: dict, *, lr: float, precision: str, device: torch.device,
+    epoch: int, step: int, grad_clip_norm: float | None,
+) -> dict[str, float]:
+    """One optimisation step; returns the logged terms (loss averaged over ranks)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    images = batch["image"].to(device, non_blocking=True)
+    texts = batch["text"].to(device, non_blocking=True)
+    synthetic = batch.get("synthetic_text")
+    if synthetic is not None:
+        texts = torch.cat([texts, synthetic.to(device, non_blocking=True)])
+    optimizer.zero_grad(set_to_none=True)
+    with autocast(precision, device):
+        out = model(images, texts)
+        text_features, caption_features = out["text_features"], None
+        if synthetic is not None:
+            text_features, caption_features = text_features.chunk(2)
+        loss, terms = loss_fn(
+            out["image_features"], text_features, out["logit_scale"], epoch=epoch + 1,
+            caption_features=caption_features,
+        )
+    loss_value = mean_over_ranks(loss.detach().float()).item()
+    if not math.isfinite(loss_value):
+        raise NonFiniteLossError(f"loss is {loss_value} at step {step + 1} (epoch {epoch + 1}); stopping")
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        if grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        optimizer.step()
+    return {
+        "loss": loss_value,
+        "lr": lr,
+        "logit_scale": float(out["logit_scale"].detach()),
+        **{name: float(value) for name, value in terms.items()},
+    }

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from rankclip.cli import main
+from rankclip.config import ConfigError, load_config, make_config
+
+BASE = {"train_data": "x/{0..1}.tar", "train_num_samples": 100, "output_dir": "out"}
+
+
+def test_defaults_follow_the_paper():
+    config = make_config(BASE)
+    assert (config.lr, config.weight_decay, config.epochs, config.warmup_steps) == (5e-4, 0.1, 64, 10_000)
+    assert config.list_scale == pytest.approx(1 / 32)
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"lr": -1.0}, "lr"),
+        ({"loss": "siglip"}, "loss"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"precision": "fp64"}, "precision"),
+        ({"learning_rate": 1e-3}, "learning_rate"),
+        ({"loss": "rankclip_in", "lambda_in": 0.0}, "lambda_in"),
+    ],
+)
+def test_bad_values_name_the_field(values, field):
+    with pytest.raises(ConfigError, match=field):
+        make_config(BASE | values)
+
+
+def test_missing_field_is_named():
+    with pytest.raises(ConfigError, match="train_num_samples"):
+        make_config({"train_data": "x", "output_dir": "o"})
+
+
+def test_yaml_file_and_overrides(tmp_path: Path):
+    path = tmp_path / "train.yaml"
+    path.write_text("train_data: a.tar\ntrain_num_samples: 10\noutput_dir: o\nlr: 0.001\n")
+    assert load_config(path).lr == 1e-3
+    assert load_config(path, {"lr": 0.002}).lr == 2e-3
+    path.write_text("- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(path)
+
+
+def test_cli_rejects_a_bad_config_before_any_work(tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--train-data", "x.tar", "--train-num-samples", "10", "--output-dir", str(out),
+                 "--loss", "nope"])
+    assert code == 2
+    assert "loss" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from rankclip.data.loader import BatchSpec, ShardStream, expand_shards, make_loader, steps_of_role
+from rankclip.models import create_model
+
+
+@pytest.fixture(scope="module")
+def spec():
+    _, _, preprocess, tokenizer = create_model("rankclip-tiny-vit")
+    return BatchSpec(batch_size=16, image_transform=preprocess, tokenizer=tokenizer, synthetic_caption_key="syn.txt")
+
+
+def batches(colour_shards, spec, *, epoch=0, start=0, workers=0, rank=0, world_size=1, seed=0, steps=12):
+    stream = ShardStream(expand_shards(colour_shards), spec, steps_per_epoch=steps, seed=seed, rank=rank,
+                         world_size=world_size, workers=workers, shuffle_buffer=64)
+    stream.set_epoch(epoch, start)
+    return list(make_loader(stream, workers))
+
+
+def same(a, b):
+    return len(a) == len(b) and all(
+        torch.equal(x["image"], y["image"]) and torch.equal(x["text"], y["text"]) for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_steps_of_role_partition_the_epoch():
+    for workers in (1, 2, 3):
+        for steps in (0, 1, 5, 12):
+            assert sum(steps_of_role(r, workers, steps) for r in range(workers)) == steps
+
+
+def test_batch_shapes_and_keys(colour_shards, spec):
+    out = batches(colour_shards, spec, steps=3)
+    assert len(out) == 3
+    assert out[0]["image"].shape == (16, 3, 32, 32)
+    assert out[0]["text"].shape == out[0]["synthetic_text"].shape == (16, 32)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_same_seed_same_batches_other_seed_or_epoch_differs(colour_shards, spec, workers):
+    first = batches(colour_shards, spec, workers=workers)
+    assert same(first, batches(colour_shards, spec, workers=workers))
+    assert not same(first, batches(colour_shards, spec, workers=workers, seed=1))
+    assert not same(first, batches(colour_shards, spec, workers=workers, epoch=1))
+
+
+@pytest.mark.parametrize("workers", [0, 2, 3])
+@pytest.mark.parametrize("start", [1, 5, 7])
+def test_resuming_mid_epoch_gives_the_remaining_batches(colour_shards, spec, workers, start):
+    full = batches(colour_shards, spec, workers=workers)
+    assert same(full[start:], batches(colour_shards, spec, workers=workers, start=start))
+
+
+def test_ranks_read_disjoint_shards(colour_shards, spec):
+    keys = []
+    for rank in range(2):
+        stream = ShardStream(expand_shards(colour_shards), spec, steps_per_epoch=4, seed=0, rank=rank,
+                             world_size=2, workers=2, shuffle_buffer=0)
+        keys.append({url["url"] for role in range(2) for url in list(_take(stream._shard_urls(role), 2))})
+    assert keys[0] and keys[1] and not keys[0] & keys[1]
+
+
+def _take(iterator, n):
+    for _, item in zip(range(n), iterator, strict=False):
+        yield item
+
+
+def test_too_few_shards_is_a_clear_error(colour_shards, spec):
+    with pytest.raises(ValueError, match="8 shards"):
+        ShardStream(expand_shards(colour_shards), spec, steps_per_epoch=2, seed=0, world_size=4, workers=4)
