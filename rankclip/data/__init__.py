@@ -1,0 +1,1 @@
+"""Data: the demo corpus generator and webdataset shard helpers."""

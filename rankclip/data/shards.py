@@ -1,0 +1,97 @@
+"""Atomic, reproducible webdataset shard writing.
+
+A shard is written under a hidden temporary name (``.NAME.tmp``, which no ``*.tar`` glob matches) and
+renamed into place with ``os.replace`` only once it is complete, so a crashed or killed run never leaves
+a truncated ``.tar`` behind. Tar members get a fixed mtime and owner, so the same samples always give
+byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import webdataset as wds
+
+__all__ = ["atomic_tar_writer", "temporary_path", "write_atomic_text", "write_shards"]
+
+# Fixed tar metadata: shards depend only on their samples, not on when or by whom they were written.
+_TAR_MTIME = 0  # an int: a float mtime makes tarfile add a PAX header to every member
+_TAR_OWNER = "rankclip"
+
+
+def temporary_path(path: Path) -> Path:
+    """The hidden name ``path`` is written under before it is renamed into place."""
+    return path.with_name(f".{path.name}.tmp")
+
+
+@contextmanager
+def atomic_tar_writer(path: Path) -> Iterator[wds.TarWriter]:
+    """Yield a ``webdataset.TarWriter`` whose file appears at ``path`` only if the block completes.
+
+    Samples must hold ``bytes`` values (the writer's encoder is off, so nothing depends on webdataset's
+    encoding rules). If the block raises, the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    stream = open(tmp, "wb")  # noqa: SIM115 -- closed on both paths below, before the rename or unlink
+    writer = None
+    try:
+        writer = wds.TarWriter(stream, encoder=False, mtime=_TAR_MTIME, user=_TAR_OWNER, group=_TAR_OWNER)
+        yield writer
+        writer.close()
+        stream.flush()
+        os.fsync(stream.fileno())
+        stream.close()
+        os.replace(tmp, path)
+    except BaseException:
+        if writer is not None:
+            with suppress(Exception):
+                writer.close()  # flush the tar stream now, not from a finaliser after the file is closed
+        stream.close()
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_shards(
+    samples: Iterable[Mapping[str, bytes | str]],
+    out_dir: Path,
+    shard_size: int,
+    name_pattern: str = "shard-{index:06d}.tar",
+) -> list[Path]:
+    """Write ``samples`` into consecutive shards of at most ``shard_size`` samples each.
+
+    ``name_pattern`` is formatted with ``index`` (0, 1, ...). Returns the shard paths in order. An empty
+    ``samples`` writes no shard.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    iterator = iter(samples)
+    while True:
+        first = next(iterator, None)
+        if first is None:
+            return paths
+        path = out_dir / name_pattern.format(index=len(paths))
+        with atomic_tar_writer(path) as writer:
+            writer.write(first)
+            for _, sample in zip(range(shard_size - 1), iterator, strict=False):
+                writer.write(sample)
+        paths.append(path)
+
+
+def write_atomic_text(path: Path, text: str) -> None:
+    """Write a small text file (manifest, class names) through a temporary name and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
