@@ -58,7 +58,9 @@ def find_latest(checkpoint_dir: Path) -> Path | None:
     if (checkpoint_dir / LATEST).is_file():
         return checkpoint_dir / LATEST
     epochs = [
-        (int(m.group(1)), p) for p in checkpoint_dir.glob("epoch_*.pt") if (m := re.match(r"epoch_(\d+)\.pt$", p.name))
+        (int(m.group(1)), p)
+        for p in checkpoint_dir.glob("epoch_*.pt")
+        if (m := re.match(r"epoch_(\d+)\.pt$", p.name))
     ]
     return max(epochs)[1] if epochs else None
 

@@ -16,7 +16,10 @@ def _add_config_flags(parser: argparse.ArgumentParser, model: type[TrainConfig])
     """One ``--field-name VALUE`` flag per config field (values parsed as YAML scalars)."""
     for name, field in model.model_fields.items():
         parser.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+            f"--{name.replace('_', '-')}",
+            dest=name,
+            default=argparse.SUPPRESS,
+            metavar="VALUE",
             help=field.description,
         )
 
@@ -41,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-eval", type=int, default=1000)
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--shard-size", type=int, default=1024)
+    subsets = data.add_parser(
+        "subsets", help="write nested, seeded data-size subset manifests of a shard set"
+    )
+    subsets.add_argument("--shards", required=True, help="brace-expanded shard URL")
+    subsets.add_argument("--sizes", type=int, nargs="+", required=True)
+    subsets.add_argument("--seed", type=int, default=0)
+    subsets.add_argument("--out", type=Path, required=True)
+    subsets.add_argument("--workers", type=int, default=1, help="processes that index the shards")
     return parser
 
 
@@ -59,10 +70,19 @@ def main(argv: list[str] | None = None) -> int:
             from rankclip.data.demo import make_demo
 
             manifest = make_demo(
-                args.out, seed=args.seed, num_train=args.num_train, num_eval=args.num_eval,
-                image_size=args.image_size, shard_size=args.shard_size,
+                args.out,
+                seed=args.seed,
+                num_train=args.num_train,
+                num_eval=args.num_eval,
+                image_size=args.image_size,
+                shard_size=args.shard_size,
             )
-            print(f"wrote the demo corpus to {args.out} ({manifest['counts']})")
+            print(f"wrote {manifest['train']['num_samples']} training pairs and the eval sets to {args.out}")
+        elif args.command == "data" and args.data_command == "subsets":
+            from rankclip.data.subsets import make_subsets
+
+            for path in make_subsets(args.shards, args.sizes, args.seed, args.out, workers=args.workers):
+                print(path)
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"rankclip: error: {error}", file=sys.stderr)
         return 2

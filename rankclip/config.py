@@ -21,8 +21,13 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     # data
-    train_data: str = Field(description="Webdataset shard URL, brace-expanded: /data/cc3m/{000000..000331}.tar")
-    train_num_samples: int = Field(gt=0, description="Samples per epoch (all ranks together).")
+    train_data: str = Field(
+        description="Webdataset shard URL, brace-expanded (/data/cc3m/{000000..000331}.tar), or a subset "
+        "manifest (subset-500000.json) written by `rankclip data subsets`."
+    )
+    train_num_samples: int | None = Field(
+        None, gt=0, description="Samples per epoch (all ranks together); default: the subset manifest's size."
+    )
     caption_key: str = Field("txt", description="Sample key of the caption.")
     synthetic_caption_key: str = Field("syn.txt", description="Sample key of ALIP's second caption.")
     shuffle_buffer: int = Field(1000, ge=0, description="Webdataset sample shuffle buffer (0: no shuffle).")
@@ -35,7 +40,9 @@ class TrainConfig(BaseModel):
     lambda_in: float = Field(1.0, ge=0, description="RankCLIP lambda_2 (in-modal consistency).")
     rank_weight_schedule: Literal["code", "paper", "constant"] = "code"
     list_scale: float = Field(1 / 32, gt=0, description="Scale of each ListMLE pair (the paper's 1/32).")
-    tie_seed: int | None = Field(0, description="Seed of the tie-breaking column permutation (None: index order).")
+    tie_seed: int | None = Field(
+        0, description="Seed of the tie-breaking column permutation (None: index order)."
+    )
     cyclip_lambda_in: float = Field(0.25, ge=0)
     cyclip_lambda_cross: float = Field(0.25, ge=0)
     alip_momentum: float = Field(0.99, ge=0, lt=1)
@@ -98,7 +105,9 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
         except (OSError, yaml.YAMLError) as error:
             raise ConfigError(f"cannot read config file {path}: {error}") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config file {path} must hold a mapping of field: value, got {type(loaded).__name__}")
+            raise ConfigError(
+                f"config file {path} must hold a mapping of field: value, got {type(loaded).__name__}"
+            )
         values.update(loaded or {})
     values.update(overrides or {})
     return make_config(values)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
 from rankclip.config import TrainConfig
-from rankclip.data.loader import BatchSpec, ShardStream, expand_shards, make_loader
+from rankclip.data.loader import BatchSpec, ShardStream, make_loader, open_train_data
 from rankclip.distributed import DistInfo, barrier, init_distributed, mean_over_ranks
 from rankclip.losses import build_loss
 from rankclip.models import create_model
@@ -110,16 +110,21 @@ def train(config: TrainConfig) -> Path:
     dist_info = init_distributed(config.device)
     device = dist_info.device
     precision = resolve_precision(config, device)
+    data = open_train_data(config.train_data)
+    num_samples = config.train_num_samples or data.num_samples
+    if num_samples is None:
+        raise ValueError(
+            "train_num_samples is required when train_data is a shard URL, not a subset manifest"
+        )
     global_batch = config.batch_size * dist_info.world_size
-    steps_per_epoch = config.train_num_samples // global_batch
+    steps_per_epoch = num_samples // global_batch
     if steps_per_epoch == 0:
         raise ValueError(
-            f"train_num_samples ({config.train_num_samples}) is smaller than one global batch ({global_batch})"
+            f"train_num_samples ({num_samples}) is smaller than one global batch ({global_batch})"
         )
     total_steps = steps_per_epoch * config.epochs
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    shards = expand_shards(config.train_data)
     output_dir.mkdir(parents=True, exist_ok=True)
 
     torch.manual_seed(config.seed)
@@ -127,7 +132,9 @@ def train(config: TrainConfig) -> Path:
         torch.use_deterministic_algorithms(True)
     model, preprocess_train, preprocess_val, tokenizer = create_model(config.model, device=device)
     loss_fn = build_loss(config.loss, **loss_kwargs(config, dist_info)).to(device)
-    optimizer = make_optimizer(model, config.lr, config.weight_decay, (config.beta1, config.beta2), config.eps)
+    optimizer = make_optimizer(
+        model, config.lr, config.weight_decay, (config.beta1, config.beta2), config.eps
+    )
     scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
 
     step = 0
@@ -154,7 +161,7 @@ def train(config: TrainConfig) -> Path:
         synthetic_caption_key=config.synthetic_caption_key if config.loss == "alip" else None,
     )
     stream = ShardStream(
-        shards,
+        data.shards,
         spec,
         steps_per_epoch=steps_per_epoch,
         seed=config.seed,
@@ -162,6 +169,7 @@ def train(config: TrainConfig) -> Path:
         world_size=dist_info.world_size,
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
+        select=data.select,
     )
     train_model = model
     if dist_info.world_size > 1:
@@ -203,9 +211,16 @@ def train(config: TrainConfig) -> Path:
             tick = time.perf_counter()
             for batch in make_loader(stream, config.workers):
                 terms = _train_step(
-                    train_model, loss_fn, optimizer, scaler, batch,
+                    train_model,
+                    loss_fn,
+                    optimizer,
+                    scaler,
+                    batch,
                     lr=cosine_lr(step, config.lr, config.warmup_steps, total_steps),
-                    precision=precision, device=device, epoch=epoch, step=step,
+                    precision=precision,
+                    device=device,
+                    epoch=epoch,
+                    step=step,
                     grad_clip_norm=config.grad_clip_norm,
                 )
                 with torch.no_grad():
@@ -250,8 +265,18 @@ def _resume_path(config: TrainConfig, checkpoint_dir: Path) -> Path | None:
 
 
 def _train_step(
-    model, loss_fn, optimizer, scaler, batch: dict, *, lr: float, precision: str, device: torch.device,
-    epoch: int, step: int, grad_clip_norm: float | None,
+    model,
+    loss_fn,
+    optimizer,
+    scaler,
+    batch: dict,
+    *,
+    lr: float,
+    precision: str,
+    device: torch.device,
+    epoch: int,
+    step: int,
+    grad_clip_norm: float | None,
 ) -> dict[str, float]:
     """One optimisation step; returns the logged terms (loss averaged over ranks)."""
     for group in optimizer.param_groups:
@@ -268,7 +293,10 @@ def _train_step(
         if synthetic is not None:
             text_features, caption_features = text_features.chunk(2)
         loss, terms = loss_fn(
-            out["image_features"], text_features, out["logit_scale"], epoch=epoch + 1,
+            out["image_features"],
+            text_features,
+            out["logit_scale"],
+            epoch=epoch + 1,
             caption_features=caption_features,
         )
     loss_value = mean_over_ranks(loss.detach().float()).item()

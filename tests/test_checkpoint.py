@@ -12,8 +12,12 @@ def test_open_clip_loads_our_checkpoint_directly(tmp_path: Path):
     torch.manual_seed(0)
     model = create_model("rankclip-tiny-vit")[0]
     path = ckpt.atomic_save(
-        {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "optimizer": {"state": {}},
-         "step": 3, "config": {"lr": 1e-3, "output_dir": "x"}},
+        {
+            "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
+            "optimizer": {"state": {}},
+            "step": 3,
+            "config": {"lr": 1e-3, "output_dir": "x"},
+        },
         tmp_path / "c.pt",
     )
     register_model_configs()

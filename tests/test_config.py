@@ -47,8 +47,19 @@ def test_yaml_file_and_overrides(tmp_path: Path):
 
 def test_cli_rejects_a_bad_config_before_any_work(tmp_path: Path, capsys):
     out = tmp_path / "run"
-    code = main(["train", "--train-data", "x.tar", "--train-num-samples", "10", "--output-dir", str(out),
-                 "--loss", "nope"])
+    code = main(
+        [
+            "train",
+            "--train-data",
+            "x.tar",
+            "--train-num-samples",
+            "10",
+            "--output-dir",
+            str(out),
+            "--loss",
+            "nope",
+        ]
+    )
     assert code == 2
     assert "loss" in capsys.readouterr().err
     assert not out.exists()

@@ -8,19 +8,30 @@ from rankclip.models import create_model
 @pytest.fixture(scope="module")
 def spec():
     _, _, preprocess, tokenizer = create_model("rankclip-tiny-vit")
-    return BatchSpec(batch_size=16, image_transform=preprocess, tokenizer=tokenizer, synthetic_caption_key="syn.txt")
+    return BatchSpec(
+        batch_size=16, image_transform=preprocess, tokenizer=tokenizer, synthetic_caption_key="syn.txt"
+    )
 
 
 def batches(colour_shards, spec, *, epoch=0, start=0, workers=0, rank=0, world_size=1, seed=0, steps=12):
-    stream = ShardStream(expand_shards(colour_shards), spec, steps_per_epoch=steps, seed=seed, rank=rank,
-                         world_size=world_size, workers=workers, shuffle_buffer=64)
+    stream = ShardStream(
+        expand_shards(colour_shards),
+        spec,
+        steps_per_epoch=steps,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        workers=workers,
+        shuffle_buffer=64,
+    )
     stream.set_epoch(epoch, start)
     return list(make_loader(stream, workers))
 
 
 def same(a, b):
     return len(a) == len(b) and all(
-        torch.equal(x["image"], y["image"]) and torch.equal(x["text"], y["text"]) for x, y in zip(a, b, strict=True)
+        torch.equal(x["image"], y["image"]) and torch.equal(x["text"], y["text"])
+        for x, y in zip(a, b, strict=True)
     )
 
 
@@ -55,8 +66,16 @@ def test_resuming_mid_epoch_gives_the_remaining_batches(colour_shards, spec, wor
 def test_ranks_read_disjoint_shards(colour_shards, spec):
     keys = []
     for rank in range(2):
-        stream = ShardStream(expand_shards(colour_shards), spec, steps_per_epoch=4, seed=0, rank=rank,
-                             world_size=2, workers=2, shuffle_buffer=0)
+        stream = ShardStream(
+            expand_shards(colour_shards),
+            spec,
+            steps_per_epoch=4,
+            seed=0,
+            rank=rank,
+            world_size=2,
+            workers=2,
+            shuffle_buffer=0,
+        )
         keys.append({url["url"] for role in range(2) for url in list(_take(stream._shard_urls(role), 2))})
     assert keys[0] and keys[1] and not keys[0] & keys[1]
 
@@ -69,3 +88,39 @@ def _take(iterator, n):
 def test_too_few_shards_is_a_clear_error(colour_shards, spec):
     with pytest.raises(ValueError, match="8 shards"):
         ShardStream(expand_shards(colour_shards), spec, steps_per_epoch=2, seed=0, world_size=4, workers=4)
+
+
+def test_subset_manifest_selects_exactly_its_samples(tmp_path):
+    import io
+
+    import webdataset as wds
+    from PIL import Image
+
+    from rankclip.data.loader import open_train_data
+    from rankclip.data.subsets import index_shards, make_subset, write_manifest
+
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(png, format="PNG")
+    for shard in range(4):
+        with wds.TarWriter(str(tmp_path / f"s-{shard}.tar")) as sink:
+            for i in range(shard * 50, shard * 50 + 50):
+                sink.write({"__key__": f"{i:05d}", "png": png.getvalue(), "txt": str(i)})
+    manifest = make_subset(index_shards(str(tmp_path / "s-{0..3}.tar")), size=64, seed=3)
+    write_manifest(manifest, tmp_path / "subset-64.json")
+    data = open_train_data(str(tmp_path / "subset-64.json"))
+    assert data.num_samples == 64
+
+    spec = BatchSpec(
+        batch_size=16,
+        image_transform=lambda image: torch.zeros(1),
+        tokenizer=lambda texts: torch.tensor([[int(t)] for t in texts]),
+    )
+    expected = sorted(int(key) for keys in manifest["shards"].values() for key in keys)
+    for shuffle_buffer in (0, 8):  # with a buffer, the epoch's tail may mix in the next pass's first samples
+        stream = ShardStream(
+            data.shards, spec, steps_per_epoch=4, seed=0, shuffle_buffer=shuffle_buffer, select=data.select
+        )
+        stream.set_epoch(0)
+        seen = sorted(int(t) for batch in make_loader(stream, 0) for t in batch["text"][:, 0])
+        assert set(seen) <= set(expected) and len(seen) == 64
+        assert seen == expected or shuffle_buffer

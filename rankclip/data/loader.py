@@ -13,6 +13,7 @@ import itertools
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import webdataset as wds
@@ -25,6 +26,26 @@ def expand_shards(url: str) -> list[str]:
     if not shards:
         raise ValueError(f"train_data {url!r} expands to no shards")
     return shards
+
+
+@dataclass
+class TrainData:
+    """The shards to read and, for a subset manifest, which samples of them to keep."""
+
+    shards: list[str]
+    num_samples: int | None
+    select: Callable[[dict], bool] | None = None
+
+
+def open_train_data(train_data: str) -> TrainData:
+    """A brace-expanded shard URL, or a data-size subset manifest (``subset-N.json``, see subsets.py)."""
+    if train_data.endswith(".json"):
+        from rankclip.data.subsets import manifest_filter, read_manifest
+
+        manifest = read_manifest(Path(train_data))
+        shards = [shard for shard, keys in manifest["shards"].items() if keys]
+        return TrainData(shards, manifest["size"], manifest_filter(manifest))
+    return TrainData(expand_shards(train_data), None)
 
 
 def steps_of_role(role: int, workers: int, steps: int) -> int:
@@ -57,6 +78,7 @@ class ShardStream(IterableDataset):
         world_size: int = 1,
         workers: int = 0,
         shuffle_buffer: int = 1000,
+        select: Callable[[dict], bool] | None = None,
     ):
         streams = world_size * max(workers, 1)
         if len(shards) < streams:
@@ -67,7 +89,7 @@ class ShardStream(IterableDataset):
         self.shards, self.spec = shards, spec
         self.steps_per_epoch, self.seed = steps_per_epoch, seed
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
-        self.shuffle_buffer = shuffle_buffer
+        self.shuffle_buffer, self.select = shuffle_buffer, select
         self.epoch, self.start_step = 0, 0
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
@@ -102,6 +124,8 @@ class ShardStream(IterableDataset):
         todo = steps_of_role(role, self.workers, self.steps_per_epoch) - done
         batch_size = self.spec.batch_size
         stages = [wds.tarfile_to_samples(handler=wds.warn_and_continue)]
+        if self.select is not None:
+            stages.append(wds.select(self.select))
         if self.shuffle_buffer > 0:
             rng = random.Random(f"samples-{self.seed}-{self.epoch}-{self.rank}-{role}")
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
