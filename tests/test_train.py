@@ -221,3 +221,9 @@ def test_torchrun_two_processes(colour_shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [m["step"] for m in read_metrics(out)] == [1, 2, 3, 4]  # 128 samples / (2 ranks x 16)
     assert load(out / "model.pt")["step"] == 4
+
+
+def test_url_without_num_samples_is_a_clear_error(colour_shards, tmp_path):
+    config = make_config({"train_data": colour_shards, "output_dir": str(tmp_path), "progress": False})
+    with pytest.raises(ValueError, match="train_num_samples is required"):
+        train_module.train(config)
