@@ -4,8 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+# Real demo data shipped by Debian: emoji glyphs (captioned with CLDR names) and Fashion-MNIST.
+DEBIAN_DATA="fonts-noto-color-emoji dataset-fashion-mnist"
+if ! dpkg -s $DEBIAN_DATA >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBIAN_DATA >/dev/null
+  else
+    echo "note: install the demo's real data with: sudo apt-get install $DEBIAN_DATA" >&2
+  fi
+fi
 python3 -m venv .venv
-.venv/bin/pip install --quiet --upgrade pip
 # shellcheck disable=SC2086
 .venv/bin/pip install --quiet $TORCH_SPEC
 .venv/bin/pip install --quiet -e '.[dev]'
