@@ -1,0 +1,99 @@
+# Config validation, run ids and paths: the one place where names are made.
+from pathlib import Path
+
+from snakemake.utils import validate
+
+validate(config, workflow.source_path("../../config/schema.yaml"))
+
+RUN_ID = "{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__s{seed}"
+DATA = Path("resources") / config["name"]
+RESULTS = Path("results") / config["name"]
+LOGS = Path("logs") / config["name"]
+
+
+def code_version():
+    """Rules whose outputs depend on the rankclip package rerun when its version changes."""
+    import rankclip
+
+    return rankclip.__version__
+
+
+def run_ids():
+    """Every training run the config asks for (Tables 1-4, Fig. 3, Fig. 4), without duplicates."""
+    runs = config["runs"]
+    main = dict(backbone=runs["backbone"], data_size=runs["data_size"], lambda_cross=1.0, lambda_in=1.0)
+    wanted = []
+    for seed in runs["seeds"]:
+        for method in runs["methods"]:
+            wanted.append(main | dict(method=method, seed=seed))
+        for backbone in runs["backbones"]:
+            for method in runs["backbone_methods"]:
+                wanted.append(main | dict(method=method, backbone=backbone, seed=seed))
+        for data_size in runs["data_sizes"]:
+            for method in runs["data_size_methods"]:
+                wanted.append(main | dict(method=method, data_size=data_size, seed=seed))
+        for lambda_cross in runs["lambda_cross"]:  # swept with lambda_in = 1
+            wanted.append(main | dict(method="rankclip", lambda_cross=float(lambda_cross), seed=seed))
+        for lambda_in in runs["lambda_in"]:  # swept with lambda_cross = 1
+            wanted.append(main | dict(method="rankclip", lambda_in=float(lambda_in), seed=seed))
+    ids = [RUN_ID.format(**run) for run in wanted]
+    return list(dict.fromkeys(ids))
+
+
+def parse_run_id(run_id):
+    method, backbone, size, lambda_cross, lambda_in, seed = run_id.split("__")
+    return dict(
+        method=method,
+        backbone=backbone,
+        data_size=int(size[1:]),
+        lambda_cross=float(lambda_cross[2:]),
+        lambda_in=float(lambda_in[2:]),
+        seed=int(seed[1:]),
+    )
+
+
+def data_sizes():
+    runs = config["runs"]
+    return sorted({runs["data_size"], *runs["data_sizes"]})
+
+
+def train_shards():
+    """The training shard files of the configured source."""
+    if config["data"]["source"] == "demo":
+        demo = config["data"]["demo"]
+        count = -(-demo["num_train"] // demo["shard_size"])
+        return [str(DATA / "demo" / "train" / f"shard-{i:06d}.tar") for i in range(count)]
+    count = config["data"]["web"]["num_shards"]
+    return [str(DATA / "web" / "shards" / f"{i:05d}.tar") for i in range(count)]
+
+
+def shard_url(shards):
+    """The shard list as one webdataset URL (`::` joins paths)."""
+    return "::".join(shards)
+
+
+def train_flags(wildcards):
+    """Command-line flags of `rankclip train` for one run id: config['train'] plus the run's own values."""
+    run = parse_run_id(wildcards.run_id)
+    values = dict(config["train"])
+    values |= dict(
+        model=run["backbone"],
+        loss=run["method"],
+        seed=run["seed"],
+        lambda_cross=run["lambda_cross"],
+        lambda_in=run["lambda_in"],
+        progress=False,
+    )
+    return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in values.items())
+
+
+def trained_models():
+    return [str(RESULTS / "runs" / run_id / "model.pt") for run_id in run_ids()]
+
+
+def train_launcher():
+    """`rankclip train`, or torchrun over the GPUs of one node when a training job asks for several."""
+    gpus = config["resources"]["train"]["gpu"]
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node {gpus} -m rankclip.cli train"
+    return "rankclip train"
