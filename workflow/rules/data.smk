@@ -8,12 +8,15 @@ rule demo_corpus:
         shards=train_shards() if config["data"]["source"] == "demo" else [],
     params:
         demo=config["data"]["demo"],
+        out_dir=lambda wildcards, output: Path(output.manifest).parent,
         code=code_version(),
     log:
         LOGS / "data" / "demo_corpus.log",
     localrule: True
+    conda:
+        "../../envs/data.yaml"
     shell:
-        "rankclip data make-demo --out {DATA}/demo --seed {params.demo[seed]} "
+        "rankclip data make-demo --out {params.out_dir} --seed {params.demo[seed]} "
         "--num-train {params.demo[num_train]} --num-eval {params.demo[num_eval]} "
         "--image-size {params.demo[image_size]} --shard-size {params.demo[shard_size]} > {log} 2>&1"
 
@@ -27,8 +30,11 @@ rule subset:
     params:
         url=lambda wildcards, input: shard_url(input.shards),
         seed=config["data"]["subset_seed"],
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
     log:
         LOGS / "data" / "subset-{data_size}.log",
+    conda:
+        "../../envs/data.yaml"
     shell:
         "rankclip data subsets --shards '{params.url}' --sizes {wildcards.data_size} --seed {params.seed} "
-        "--out {DATA}/subsets > {log} 2>&1"
+        "--out {params.out_dir} > {log} 2>&1"

@@ -22,5 +22,7 @@ rule train:
         LOGS / "train" / "{run_id}.log",
     benchmark:
         LOGS / "train" / "{run_id}.benchmark.tsv"
+    conda:
+        "../../envs/train.yaml"
     shell:
         "{params.launcher} {params.flags} --train-data {input.subset} --output-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,76 @@
+"""Dry-runs of the workflow: the DAG each config asks for, and config validation."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+
+
+def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*SNAKEMAKE, "-n", "--quiet", "rules", "--directory", str(workdir), "--snakefile",
+         str(REPO / "workflow" / "Snakefile"), *args],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    return tmp_path
+
+
+def test_demo_dag(workdir):
+    result = dry_run(workdir)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    # 6 methods + 2 backbone runs + 2x2 data-size runs + 2+2 extra lambda runs (lambda 1 is the main run)
+    assert counts == {"demo_corpus": 1, "subset": 3, "train": 6 + 2 + 4 + 4, "all": 1, "total": 21}
+
+
+def test_paper_dag(workdir):
+    result = dry_run(workdir, "--configfile", str(workdir / "config" / "paper.yaml"))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 6 + 2 + 3 * 2 + 4 + 4
+    assert counts["subset"] == 4
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["runs"].update(methods=["clip", "siglip"]), "siglip"),
+        (lambda c: c["train"].update(loss="clip"), "loss"),
+        (lambda c: c.update(extra_key=1), "extra_key"),
+        (lambda c: c["resources"]["train"].update(gpu=-1), "gpu"),
+    ],
+)
+def test_bad_config_is_rejected_with_the_field_named(workdir, edit, message):
+    path = workdir / "config" / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    result = dry_run(workdir)
+    assert result.returncode != 0
+    assert message in result.stderr + result.stdout
+
+
+def test_lint_is_clean():
+    result = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", "workflow/Snakefile"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
