@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -52,6 +53,30 @@ def build_parser() -> argparse.ArgumentParser:
     subsets.add_argument("--seed", type=int, default=0)
     subsets.add_argument("--out", type=Path, required=True)
     subsets.add_argument("--workers", type=int, default=1, help="processes that index the shards")
+    web = data.add_parser("web", help="download a URL+caption list (CC3M, CC12M, YFCC) into verified shards")
+    web.add_argument("--url-list", type=Path, required=True)
+    web.add_argument("--out", type=Path, required=True)
+    web.add_argument("--image-size", type=int, default=224)
+    web.add_argument("--processes", type=int, default=None)
+    web.add_argument("--threads", type=int, default=64)
+    web.add_argument("--samples-per-shard", type=int, default=10_000)
+    web.add_argument("--input-format", default="tsv")
+    web.add_argument("--column-names", nargs="+", default=None, help="for a list without header: caption url")
+    emoji = data.add_parser("make-emoji", help="real image-caption pairs: Noto emoji glyphs + CLDR names")
+    emoji.add_argument("--out", type=Path, required=True)
+    emoji.add_argument("--seed", type=int, default=0)
+    emoji.add_argument("--image-size", type=int, default=64)
+    emoji.add_argument("--no-skin-tones", action="store_true")
+    fmnist = data.add_parser("make-fashion-mnist", help="Debian's Fashion-MNIST as a wds classification set")
+    fmnist.add_argument("--out", type=Path, required=True)
+    fmnist.add_argument("--max-train", type=int, default=None)
+    fmnist.add_argument("--max-test", type=int, default=None)
+    fmnist.add_argument("--seed", type=int, default=0)
+    fmnist.add_argument("--image-size", type=int, default=None)
+    fetch = data.add_parser("fetch", help="download one file: resumable, sha256-verified, atomic")
+    fetch.add_argument("--url", required=True)
+    fetch.add_argument("--out", type=Path, required=True)
+    fetch.add_argument("--sha256", default=None, help="expected hex digest (recommended)")
     return parser
 
 
@@ -83,6 +108,45 @@ def main(argv: list[str] | None = None) -> int:
 
             for path in make_subsets(args.shards, args.sizes, args.seed, args.out, workers=args.workers):
                 print(path)
+        elif args.command == "data" and args.data_command == "make-emoji":
+            from rankclip.data.emoji import make_emoji_corpus
+
+            manifest = make_emoji_corpus(
+                args.out,
+                seed=args.seed,
+                image_size=args.image_size,
+                include_skin_tones=not args.no_skin_tones,
+            )
+            print(f"wrote the emoji corpus to {args.out}: {json.dumps(manifest.get('counts', {}))}")
+        elif args.command == "data" and args.data_command == "make-fashion-mnist":
+            from rankclip.data.fashion_mnist import make_fashion_mnist
+
+            make_fashion_mnist(
+                args.out,
+                max_train=args.max_train,
+                max_test=args.max_test,
+                seed=args.seed,
+                image_size=args.image_size,
+            )
+            print(f"wrote Fashion-MNIST to {args.out}")
+        elif args.command == "data" and args.data_command == "fetch":
+            from rankclip.data.download import download
+
+            print(download(args.url, args.out, args.sha256))
+        elif args.command == "data" and args.data_command == "web":
+            from rankclip.data.web import shards_from_url_list
+
+            summary = shards_from_url_list(
+                args.url_list,
+                args.out,
+                image_size=args.image_size,
+                processes=args.processes,
+                threads=args.threads,
+                number_sample_per_shard=args.samples_per_shard,
+                input_format=args.input_format,
+                column_names=args.column_names,
+            )
+            print(f"{summary['successes']} of {summary['total']} samples in {summary['train_data']}")
     except (ConfigError, ValueError, FileNotFoundError) as error:
         print(f"rankclip: error: {error}", file=sys.stderr)
         return 2

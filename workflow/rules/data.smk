@@ -38,3 +38,50 @@ rule subset:
     shell:
         "rankclip data subsets --shards '{params.url}' --sizes {wildcards.data_size} --seed {params.seed} "
         "--out {params.out_dir} > {log} 2>&1"
+
+
+rule fetch_url_list:
+    """The web corpus' URL+caption list (resumable, sha256-verified when the config gives the hash)."""
+    output:
+        config["data"].get("web", {}).get("url_list", "resources/url_list.tsv"),
+    params:
+        url=config["data"].get("web", {}).get("url_list_url", ""),
+        sha256=lambda wildcards: (
+            f"--sha256 {config['data']['web']['url_list_sha256']}"
+            if config["data"].get("web", {}).get("url_list_sha256")
+            else ""
+        ),
+    retries: 3
+    log:
+        LOGS / "data" / "fetch_url_list.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data fetch --url '{params.url}' --out {output} {params.sha256} > {log} 2>&1"
+
+
+rule web_shards:
+    """Download the web corpus (CC3M ...) with img2dataset into verified shards; summary.json marks done."""
+    input:
+        url_list=config["data"].get("web", {}).get("url_list", []),
+    output:
+        summary=DATA / "web" / "shards" / "summary.json",
+        shards=train_shards() if config["data"]["source"] == "web" else [],
+    params:
+        image_size=config["data"].get("web", {}).get("image_size", 224),
+        out_dir=lambda wildcards, output: Path(output.summary).parent,
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+    retries: 2
+    log:
+        LOGS / "data" / "web_shards.log",
+    benchmark:
+        LOGS / "data" / "web_shards.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data web --url-list {input.url_list} --out {params.out_dir} --image-size {params.image_size} "
+        "--processes {threads} --column-names caption url > {log} 2>&1"
