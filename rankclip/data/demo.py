@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rankclip.data.shards import temporary_path, write_atomic_text, write_shards
+from rankclip.data.shards import check_int, replace_shards, temporary_path, write_atomic_text
 
 __all__ = [
     "BACKGROUND_WORDS",
@@ -498,28 +498,8 @@ def _retrieval_sample(seed: int, index: int, image_size: int) -> dict[str, bytes
 
 
 # ------------------------------------------------------------------------------------------ make_demo
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        valid = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ValueError(f"{name} must be {valid}, got {value}")
-
-
-def _remove_stale(directory: Path, keep: list[Path]) -> None:
-    """Delete shards (and temporaries of killed runs) left in ``directory`` by an earlier, larger run."""
-    kept = {p.name for p in keep}
-    for path in directory.glob("*.tar"):
-        if path.name not in kept:
-            path.unlink()
-    for path in directory.glob(".*.tmp"):
-        path.unlink()
-
-
 def _write_split(samples, directory: Path, shard_size: int, name_pattern: str, root: Path) -> dict:
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = write_shards(samples, directory, shard_size, name_pattern)
-    _remove_stale(directory, paths)
+    paths = replace_shards(samples, directory, shard_size, name_pattern)
     return {"shards": [p.relative_to(root).as_posix() for p in paths]}
 
 
@@ -549,11 +529,11 @@ def make_demo(
     test) gets ``num_eval`` images. Shard paths in the manifest are relative to ``out_dir``.
     ``manifest.json`` is removed first and written last, so its presence means the corpus is complete.
     """
-    _check_int("seed", seed, 0)
-    _check_int("num_train", num_train, 1)
-    _check_int("num_eval", num_eval, 1)
-    _check_int("image_size", image_size, 16, 1024)
-    _check_int("shard_size", shard_size, 1)
+    check_int("seed", seed, 0)
+    check_int("num_train", num_train, 1)
+    check_int("num_eval", num_eval, 1)
+    check_int("image_size", image_size, 16, 1024)
+    check_int("shard_size", shard_size, 1)
     seed, num_train, num_eval, image_size, shard_size = map(
         int, (seed, num_train, num_eval, image_size, shard_size)
     )

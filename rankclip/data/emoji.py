@@ -44,7 +44,7 @@ import numpy as np
 import PIL
 from PIL import Image, ImageColor, ImageDraw, ImageFont, features
 
-from rankclip.data.shards import temporary_path, write_atomic_text, write_shards
+from rankclip.data.shards import check_int, replace_shards, temporary_path, write_atomic_text
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -362,24 +362,9 @@ def _second_caption(entry: EmojiEntry, seed: int) -> str:
     return CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))].format(name=entry.name)
 
 
-def _check_int(name: str, value, minimum: int, maximum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        valid = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ValueError(f"{name} must be {valid}, got {value}")
-
-
 def _write_split(samples, directory: Path, shard_size: int, name_pattern: str, root: Path) -> list[str]:
     """Write shards and delete those (and temporaries of killed runs) an earlier, larger run left."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = write_shards(samples, directory, shard_size, name_pattern)
-    kept = {p.name for p in paths}
-    for path in directory.glob("*.tar"):
-        if path.name not in kept:
-            path.unlink()
-    for path in directory.glob(".*.tmp"):
-        path.unlink()
+    paths = replace_shards(samples, directory, shard_size, name_pattern)
     return [p.relative_to(root).as_posix() for p in paths]
 
 
@@ -413,10 +398,10 @@ def make_emoji_corpus(
     package has no emoji groups, so the json has none. The same seed and the same font, ``emoji`` and
     Pillow versions give byte-identical files. ``manifest.json`` is removed first and written last.
     """
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     if image_size is not None:
-        _check_int("image_size", image_size, 16, 1024)
-    _check_int("shard_size", shard_size, 1)
+        check_int("image_size", image_size, 16, 1024)
+    check_int("shard_size", shard_size, 1)
     if (
         isinstance(eval_fraction, bool)
         or not isinstance(eval_fraction, int | float)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rankclip.data.shards import temporary_path, write_atomic_text, write_shards
+from rankclip.data.shards import check_int, replace_shards, temporary_path, write_atomic_text
 
 __all__ = [
     "CLASSNAMES",
@@ -160,17 +160,6 @@ def load_split(split: str, root: Path | None = None) -> tuple[np.ndarray, np.nda
 
 
 # --------------------------------------------------------------------------------------------- writing
-def _check_int(name: str, value, minimum: int, maximum: int | None = None, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        kind = "an int or None" if optional else "an int"
-        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
-    if value < minimum or (maximum is not None and value > maximum):
-        valid = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
-        raise ValueError(f"{name} must be {valid}, got {value}")
-
-
 def _stratified(labels: np.ndarray, limit: int | None, seed: int, split: str) -> np.ndarray:
     """Indices of at most ``limit`` samples, spread evenly over the classes, drawn with ``seed``; sorted.
 
@@ -199,14 +188,7 @@ def _png_bytes(pixels: np.ndarray, image_size: int | None) -> bytes:
 
 def _write_split(samples, directory: Path, shard_size: int, root: Path) -> list[str]:
     """``{0..n-1}.tar`` plus ``nshards.txt``; shards (and temporaries) of an earlier, larger run go."""
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = write_shards(samples, directory, shard_size, "{index}.tar")
-    kept = {p.name for p in paths}
-    for path in directory.glob("*.tar"):
-        if path.name not in kept:
-            path.unlink()
-    for path in directory.glob(".*.tmp"):
-        path.unlink()
+    paths = replace_shards(samples, directory, shard_size, "{index}.tar")
     write_atomic_text(directory / "nshards.txt", f"{len(paths)}\n")
     return [p.relative_to(root).as_posix() for p in paths]
 
@@ -232,11 +214,11 @@ def make_fashion_mnist(
     resizes (bicubic). ``root`` is where the IDX files are (default: Debian's ``DEFAULT_ROOT``). Every file
     is read and checked before anything is written; ``manifest.json`` is removed first and written last.
     """
-    _check_int("max_train", max_train, 1, optional=True)
-    _check_int("max_test", max_test, 1, optional=True)
-    _check_int("seed", seed, 0)
-    _check_int("image_size", image_size, 8, 1024, optional=True)
-    _check_int("shard_size", shard_size, 1)
+    check_int("max_train", max_train, 1, optional=True)
+    check_int("max_test", max_test, 1, optional=True)
+    check_int("seed", seed, 0)
+    check_int("image_size", image_size, 8, 1024, optional=True)
+    check_int("shard_size", shard_size, 1)
     source = Path(root) if root is not None else DEFAULT_ROOT
     data = {split: load_split(split, source) for split in SPLITS}
 

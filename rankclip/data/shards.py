@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+import numpy as np
 import webdataset as wds
 
 __all__ = ["atomic_tar_writer", "temporary_path", "write_atomic_text", "write_shards"]
@@ -95,3 +96,30 @@ def write_atomic_text(path: Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def replace_shards(
+    samples: Iterable[dict], directory: Path, shard_size: int, name_pattern: str
+) -> list[Path]:
+    """Write a split's shards; delete shards (and temporaries of killed runs) an earlier, larger run left."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = write_shards(samples, directory, shard_size, name_pattern)
+    kept = {p.name for p in paths}
+    for path in directory.glob("*.tar"):
+        if path.name not in kept:
+            path.unlink()
+    for path in directory.glob(".*.tmp"):
+        path.unlink()
+    return paths
+
+
+def check_int(name: str, value, minimum: int, maximum: int | None = None, optional: bool = False) -> None:
+    """Raise a TypeError/ValueError naming ``name`` unless ``value`` is an int in ``minimum..maximum``."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        kind = "an int or None" if optional else "an int"
+        raise TypeError(f"{name} must be {kind}, got {type(value).__name__} {value!r}")
+    if value < minimum or (maximum is not None and value > maximum):
+        valid = f">= {minimum}" if maximum is None else f"in {minimum}..{maximum}"
+        raise ValueError(f"{name} must be {valid}, got {value}")
