@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-eval", type=int, default=1000)
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--shard-size", type=int, default=1024)
+    from rankclip.eval.cli import add_eval_parser
+
+    add_eval_parser(commands)
+
     subsets = data.add_parser(
         "subsets", help="write nested, seeded data-size subset manifests of a shard set"
     )
@@ -83,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "eval":
+        from rankclip.eval.cli import run_eval
+
+        return run_eval(args)
     try:
         if args.command == "train":
             from rankclip.config import load_config
