@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--num-eval", type=int, default=1000)
     demo.add_argument("--image-size", type=int, default=64)
     demo.add_argument("--shard-size", type=int, default=1024)
+    report = commands.add_parser("report", help="tables and report from results JSONs")
+    report_commands = report.add_subparsers(dest="report_command", required=True)
+    tables = report_commands.add_parser("tables", help="results.csv (every metric) and table1.md")
+    tables.add_argument("--results-dir", type=Path, required=True)
+    tables.add_argument("--out-dir", type=Path, required=True)
+    tables.add_argument("--backbone", required=True, help="main backbone of Table 1")
+    tables.add_argument("--data-size", type=int, required=True, help="main data size of Table 1")
+    tables.add_argument("--zeroshot", default="shapes", help="zero-shot dataset of Table 1")
+    tables.add_argument("--retrieval", default="shapes_captions", help="retrieval dataset of Table 1")
+
     from rankclip.eval.cli import add_eval_parser
 
     add_eval_parser(commands)
@@ -115,6 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             from rankclip.data.subsets import make_subsets
 
             for path in make_subsets(args.shards, args.sizes, args.seed, args.out, workers=args.workers):
+                print(path)
+        elif args.command == "report" and args.report_command == "tables":
+            from rankclip.report import write_tables
+
+            for path in write_tables(
+                args.results_dir, args.out_dir, args.backbone, args.data_size, args.zeroshot, args.retrieval
+            ):
                 print(path)
         elif args.command == "data" and args.data_command == "make-emoji":
             from rankclip.data.emoji import make_emoji_corpus

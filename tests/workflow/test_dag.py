@@ -40,7 +40,12 @@ def test_demo_dag(workdir):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     # 6 methods + 2 backbone runs + 2x2 data-size runs + 2+2 extra lambda runs (lambda 1 is the main run)
-    assert counts == {"demo_corpus": 1, "subset": 3, "train": 6 + 2 + 4 + 4, "all": 1, "total": 21}
+    runs = 6 + 2 + 4 + 4
+    evaluations = runs * 3 + 6 * 5  # every run: 3 benchmarks; the 6 main runs: 5 more
+    assert counts == {
+        "demo_corpus": 1, "emoji_corpus": 1, "fashion_mnist": 1, "subset": 3, "train": runs,
+        "evaluate": evaluations, "tables": 1, "all": 1, "total": 6 + runs + evaluations + 2,
+    }
 
 
 def test_paper_dag(workdir):
@@ -49,6 +54,7 @@ def test_paper_dag(workdir):
     counts = job_counts(result.stdout)
     assert counts["train"] == 6 + 2 + 3 * 2 + 4 + 4
     assert counts["subset"] == 4
+    assert counts["web_shards"] == counts["fetch_url_list"] == 1
 
 
 @pytest.mark.parametrize(

@@ -97,3 +97,38 @@ def train_launcher():
     if gpus > 1:
         return f"torchrun --standalone --nproc_per_node {gpus} -m rankclip.cli train"
     return "rankclip train"
+
+
+def dataset_marker(name):
+    """`dataset_type.txt` of an evaluation dataset: the file its producing rule declares."""
+    datasets = config["eval"]["datasets"]
+    if name not in datasets:
+        raise ValueError(f"eval dataset {name!r} is not in config eval.datasets ({', '.join(datasets)})")
+    return str(DATA / datasets[name] / "dataset_type.txt")
+
+
+def is_main_run(run):
+    runs = config["runs"]
+    return (
+        run["backbone"] == runs["backbone"]
+        and run["data_size"] == runs["data_size"]
+        and run["lambda_cross"] == 1.0
+        and run["lambda_in"] == 1.0
+        and run["method"] in runs["methods"]
+    )
+
+
+def benchmarks(run_id):
+    """The task:dataset pairs a run is evaluated on."""
+    pairs = list(config["eval"]["every_run"])
+    if is_main_run(parse_run_id(run_id)):
+        pairs += config["eval"]["main_runs"]
+    return [tuple(pair.split(":")) for pair in pairs]
+
+
+def eval_results():
+    return [
+        str(RESULTS / "eval" / run_id / f"{task}-{dataset}.json")
+        for run_id in run_ids()
+        for task, dataset in benchmarks(run_id)
+    ]

@@ -6,6 +6,10 @@ rule demo_corpus:
     output:
         manifest=DATA / "demo" / "manifest.json",
         shards=train_shards() if config["data"]["source"] == "demo" else [],
+        eval_sets=expand(
+            DATA / "demo" / "eval" / "{name}" / "dataset_type.txt",
+            name=["zeroshot", "zeroshot_shift", "retrieval", "linear_probe"],
+        ),
     params:
         demo=config["data"]["demo"],
         out_dir=lambda wildcards, output: Path(output.manifest).parent,
@@ -19,6 +23,43 @@ rule demo_corpus:
         "rankclip data make-demo --out {params.out_dir} --seed {params.demo[seed]} "
         "--num-train {params.demo[num_train]} --num-eval {params.demo[num_eval]} "
         "--image-size {params.demo[image_size]} --shard-size {params.demo[shard_size]} > {log} 2>&1"
+
+
+rule emoji_corpus:
+    """Real image-caption pairs: Noto Color Emoji glyphs captioned with their CLDR names; no network."""
+    output:
+        manifest=DATA / "emoji" / "manifest.json",
+        retrieval=DATA / "emoji" / "eval" / "retrieval" / "dataset_type.txt",
+    params:
+        emoji=config["data"].get("emoji", {}),
+        out_dir=lambda wildcards, output: Path(output.manifest).parent,
+        code=code_version(),
+    log:
+        LOGS / "data" / "emoji_corpus.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data make-emoji --out {params.out_dir} --seed {params.emoji[seed]} "
+        "--image-size {params.emoji[image_size]} > {log} 2>&1"
+
+
+rule fashion_mnist:
+    """Debian's Fashion-MNIST as a classification set (zero-shot and linear probe)."""
+    output:
+        DATA / "fashion_mnist" / "dataset_type.txt",
+    params:
+        fmnist=config["data"].get("fashion_mnist", {}),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        code=code_version(),
+    log:
+        LOGS / "data" / "fashion_mnist.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data make-fashion-mnist --out {params.out_dir} --max-train {params.fmnist[max_train]} "
+        "--max-test {params.fmnist[max_test]} --seed {params.fmnist[seed]} > {log} 2>&1"
 
 
 rule subset:

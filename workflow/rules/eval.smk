@@ -1,0 +1,54 @@
+# Evaluation: one job per run x benchmark; embeddings are cached by content (checkpoint, dataset).
+
+
+rule evaluate:
+    """One benchmark (task on dataset) of one run, as a validated results JSON."""
+    input:
+        model=RESULTS / "runs" / "{run_id}" / "model.pt",
+        dataset=lambda wildcards: dataset_marker(wildcards.dataset),
+    output:
+        result=RESULTS / "eval" / "{run_id}" / "{task}-{dataset}.json",
+    wildcard_constraints:
+        task="zeroshot|retrieval|linear_probe|gap",
+    params:
+        command=lambda wildcards: wildcards.task.replace("_", "-"),
+        dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
+        run=lambda wildcards: parse_run_id(wildcards.run_id),
+        cache=RESULTS / "embeddings",
+        code=code_version(),
+    resources:
+        gpu=config["resources"]["eval"]["gpu"],
+        mem_mb=config["resources"]["eval"]["mem_mb"],
+        runtime=config["resources"]["eval"]["runtime"],
+    group:
+        "eval"
+    log:
+        LOGS / "eval" / "{run_id}" / "{task}-{dataset}.log",
+    conda:
+        "../../envs/eval.yaml"
+    shell:
+        "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
+        "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
+        "--run-id {wildcards.run_id} --method {params.run[method]} --data-size {params.run[data_size]} "
+        "--train-seed {params.run[seed]} > {log} 2>&1"
+
+
+rule tables:
+    """Every result in one CSV, plus the paper's tables as Markdown (demo values beside the paper's)."""
+    input:
+        eval_results(),
+    output:
+        results=RESULTS / "tables" / "results.csv",
+        table1=RESULTS / "tables" / "table1.md",
+    params:
+        results_dir=RESULTS / "eval",
+        main=config["runs"],
+        code=code_version(),
+    log:
+        LOGS / "tables.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "rankclip report tables --results-dir {params.results_dir} --out-dir $(dirname {output.results}) "
+        "--backbone {params.main[backbone]} --data-size {params.main[data_size]} > {log} 2>&1"
