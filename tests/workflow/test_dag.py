@@ -17,9 +17,21 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*SNAKEMAKE, "-n", "--quiet", "rules", "--directory", str(workdir), "--snakefile",
-         str(REPO / "workflow" / "Snakefile"), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            *SNAKEMAKE,
+            "-n",
+            "--quiet",
+            "rules",
+            "--directory",
+            str(workdir),
+            "--snakefile",
+            str(REPO / "workflow" / "Snakefile"),
+            *args,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -43,8 +55,15 @@ def test_demo_dag(workdir):
     runs = 6 + 2 + 4 + 4
     evaluations = runs * 3 + 6 * 5  # every run: 3 benchmarks; the 6 main runs: 5 more
     assert counts == {
-        "demo_corpus": 1, "emoji_corpus": 1, "fashion_mnist": 1, "subset": 3, "train": runs,
-        "evaluate": evaluations, "tables": 1, "all": 1, "total": 6 + runs + evaluations + 2,
+        "demo_corpus": 1,
+        "emoji_corpus": 1,
+        "fashion_mnist": 1,
+        "subset": 3,
+        "train": runs,
+        "evaluate": evaluations,
+        "tables": 1,
+        "all": 1,
+        "total": 6 + runs + evaluations + 2,
     }
 
 
@@ -77,6 +96,11 @@ def test_bad_config_is_rejected_with_the_field_named(workdir, edit, message):
 
 
 def test_lint_is_clean():
-    result = subprocess.run([*SNAKEMAKE, "--lint", "--snakefile", "workflow/Snakefile"], cwd=REPO,
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [*SNAKEMAKE, "--lint", "--snakefile", "workflow/Snakefile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
