@@ -1,4 +1,6 @@
-# Data: the training corpus as webdataset shards, then nested data-size subsets.
+# Data: the training corpus as webdataset shards (+ ALIP's synthetic captions), nested data-size subsets,
+# and the paper's evaluation sets converted to clip_benchmark's wds layout.
+include: "data_common.smk"
 
 
 rule demo_corpus:
@@ -65,7 +67,7 @@ rule fashion_mnist:
 rule subset:
     """A seeded subset manifest of `data_size` pairs; every size is a prefix of one permutation (nested)."""
     input:
-        shards=train_shards(),
+        shards=training_shards(),
     output:
         DATA / "subsets" / "subset-{data_size}.json",
     params:
@@ -126,3 +128,158 @@ rule web_shards:
     shell:
         "rankclip data web --url-list {input.url_list} --out {params.out_dir} --image-size {params.image_size} "
         "--processes {threads} --column-names caption url > {log} 2>&1"
+
+
+rule captions:
+    """ALIP's second caption (syn.txt) for every training sample: captioned copies of the web shards."""
+    input:
+        shards=ancient(train_shards()) if captions_enabled() else [],
+    output:
+        summary=DATA / "web" / "captioned" / "captions.json",
+        shards=captioned_shards() if captions_enabled() else [],
+    params:
+        url=lambda wildcards, input: shard_url(input.shards),
+        flags=caption_flags(),
+        out_dir=lambda wildcards, output: Path(output.summary).parent,
+        code=code_version(),
+    threads: 8
+    resources:
+        gpu=config["data"].get("web", {}).get("captions", {}).get("gpu", 1),
+        mem_mb=32000,
+        runtime=config["data"].get("web", {}).get("captions", {}).get("runtime", 24 * 60),
+    log:
+        LOGS / "data" / "captions.log",
+    benchmark:
+        LOGS / "data" / "captions.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data captions --shards '{params.url}' --out {params.out_dir} {params.flags} --no-progress "
+        "> {log} 2>&1"
+
+
+rule fetch_eval_file:
+    """One source file of an evaluation set: resumable, sha256-verified (md5 too where torchvision has one)."""
+    output:
+        DOWNLOADS / "{eval_set}" / "{filename}",
+    wildcard_constraints:
+        eval_set=eval_set_names("imagenet", "coco", "linear_probe"),
+    params:
+        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
+        downloads=lambda wildcards, output: Path(output[0]).parent,
+    retries: 3
+    log:
+        LOGS / "data" / "fetch" / "{eval_set}" / "{filename}.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data eval-fetch {wildcards.eval_set} --file {wildcards.filename} "
+        "--downloads {params.downloads} {params.flags} --no-progress > {log} 2>&1"
+
+
+rule imagenet_val:
+    """ImageNet-1K val from the user's ILSVRC2012_img_val.tar and devkit (or labels file); no public URL."""
+    output:
+        EVAL_DATA / "imagenet1k" / "dataset_type.txt",
+    params:
+        sources=imagenet_sources(),
+        flags=eval_set_flags("imagenet1k"),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        downloads=DOWNLOADS / "imagenet1k",
+        shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
+        code=code_version(),
+    resources:
+        mem_mb=8000,
+        runtime=180,
+    log:
+        LOGS / "data" / "eval_sets" / "imagenet1k.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "imagenet1k.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data eval-set imagenet1k --out {params.out_dir} {params.sources} --downloads {params.downloads} "
+        "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
+
+
+rule imagenet_shift:
+    """ImageNetV2 (matched-frequency, threshold-0.7, top-images) and ImageNet-R, from verified downloads."""
+    input:
+        lambda wildcards: eval_downloads(wildcards.eval_set),
+    output:
+        EVAL_DATA / "{eval_set}" / "dataset_type.txt",
+    wildcard_constraints:
+        eval_set="imagenetv2_matched|imagenetv2_threshold|imagenetv2_top|imagenet_r",
+    params:
+        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
+        shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
+        code=code_version(),
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    log:
+        LOGS / "data" / "eval_sets" / "{eval_set}.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "{eval_set}.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data eval-set {wildcards.eval_set} --out {params.out_dir} --downloads {params.downloads} "
+        "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
+
+
+rule mscoco_karpathy:
+    """MS-COCO Karpathy 5k test split with 5 captions per image (retrieval), from verified downloads."""
+    input:
+        eval_downloads("mscoco_karpathy"),
+    output:
+        EVAL_DATA / "mscoco_karpathy" / "dataset_type.txt",
+    params:
+        flags=eval_set_flags("mscoco_karpathy"),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        downloads=DOWNLOADS / "mscoco_karpathy",
+        shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
+        code=code_version(),
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    log:
+        LOGS / "data" / "eval_sets" / "mscoco_karpathy.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "mscoco_karpathy.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data eval-set mscoco_karpathy --out {params.out_dir} --downloads {params.downloads} "
+        "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
+
+
+rule linear_probe_set:
+    """One of the ten linear-probe sets, read with its torchvision class from verified downloads."""
+    input:
+        lambda wildcards: eval_downloads(wildcards.eval_set),
+    output:
+        EVAL_DATA / "{eval_set}" / "dataset_type.txt",
+    wildcard_constraints:
+        eval_set=eval_set_names("linear_probe"),
+    params:
+        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
+        shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
+        code=code_version(),
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    log:
+        LOGS / "data" / "eval_sets" / "{eval_set}.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "{eval_set}.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    shell:
+        "rankclip data eval-set {wildcards.eval_set} --out {params.out_dir} --downloads {params.downloads} "
+        "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
