@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from rankclip.config import ConfigError, TrainConfig
+from rankclip.data.download import DownloadError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, model: type[TrainConfig]) -> None:
@@ -54,6 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--data-size", type=int, required=True, help="main data size of Table 1")
     tables.add_argument("--zeroshot", default="shapes", help="zero-shot dataset of Table 1")
     tables.add_argument("--retrieval", default="shapes_captions", help="retrieval dataset of Table 1")
+    page = report_commands.add_parser(
+        "html", help="one self-contained report.html from the notebooks' outputs"
+    )
+    page.add_argument("--notebooks", type=Path, nargs="+", required=True, help="notebook output folders")
+    page.add_argument("--out", type=Path, required=True, help="the HTML file to write")
+    page.add_argument("--results-dir", type=Path, default=None, help="results JSONs (provenance)")
+    page.add_argument("--config", type=Path, default=None, help="the workflow config (YAML or JSON)")
+    page.add_argument("--config-json", default=None, help="the workflow config as a JSON string")
+    page.add_argument("--data-dir", type=Path, default=None, help="data folder whose subfolders are hashed")
+    page.add_argument("--workdir", type=Path, default=Path("."), help="where to look for .dvc files")
+    page.add_argument("--hash-memo", type=Path, default=None, help="JSON memo of file hashes")
 
     from rankclip.eval.cli import add_eval_parser
 
@@ -91,7 +103,127 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.add_argument("--sha256", default=None, help="expected hex digest (recommended)")
+    _add_eval_set_parsers(data)
     return parser
+
+
+def _add_eval_set_parsers(data) -> None:
+    """``data eval-set``, ``data eval-fetch``, ``data captions`` (rankclip/data/evalsets.py, captions.py)."""
+    from rankclip.data.evalsets import EVAL_SETS
+
+    def sources(parser):
+        parser.add_argument("name", choices=list(EVAL_SETS), metavar="NAME", help=", ".join(EVAL_SETS))
+        parser.add_argument(
+            "--archive",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="a source file you have (matched by file name, or FILE=PATH); ImageNet needs it",
+        )
+        parser.add_argument("--downloads", type=Path, default=None, help="where downloads are kept")
+        parser.add_argument("--base-url", default=None, help="a mirror holding the files by name")
+        parser.add_argument(
+            "--sha256", action="append", default=[], metavar="FILE=HEX", help="pin or override a file's hash"
+        )
+        parser.add_argument("--no-progress", action="store_true")
+
+    evalset = data.add_parser("eval-set", help="fetch, verify and convert an evaluation set (wds layout)")
+    sources(evalset)
+    evalset.add_argument("--out", type=Path, required=True)
+    evalset.add_argument("--labels", type=Path, default=None, help="imagenet1k: labels file, not the devkit")
+    evalset.add_argument("--shard-size", type=int, default=10_000)
+    evalset.add_argument("--no-check-counts", action="store_true", help="accept any number of samples")
+    evalset.add_argument(
+        "--expected-count", action="append", default=[], metavar="SPLIT=N", help="replace a published count"
+    )
+    fetch = data.add_parser("eval-fetch", help="download (or check) the source files of an evaluation set")
+    sources(fetch)
+    fetch.add_argument("--file", default=None, help="only this file of the set")
+
+    captions = data.add_parser("captions", help="copies of training shards with ALIP's second caption")
+    captions.add_argument("--shards", required=True, help="brace-expanded shard URL (or paths joined by ::)")
+    captions.add_argument("--out", type=Path, required=True)
+    captions.add_argument("--source", choices=["model", "file"], default="model")
+    captions.add_argument("--model", default=None, help="transformers captioning model (name or folder)")
+    captions.add_argument("--captions-file", type=Path, default=None, help="TSV: key<TAB>caption")
+    captions.add_argument("--key", default="syn.txt", help="member extension of the new caption")
+    captions.add_argument("--batch-size", type=int, default=32)
+    captions.add_argument("--device", default="auto")
+    captions.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    captions.add_argument("--max-new-tokens", type=int, default=30)
+    captions.add_argument("--num-beams", type=int, default=1)
+    captions.add_argument("--prompt", default=None, help="conditional captioning prefix ('a picture of')")
+    captions.add_argument("--no-progress", action="store_true")
+
+
+def _pairs(values: list[str], flag: str, convert=str) -> dict:
+    """``KEY=VALUE`` flags as a dict; a malformed one raises ValueError naming the flag."""
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key or not item:
+            raise ValueError(f"{flag} {value!r}: expected KEY=VALUE")
+        try:
+            pairs[key] = convert(item)
+        except ValueError:
+            raise ValueError(f"{flag} {value!r}: bad value {item!r}") from None
+    return pairs
+
+
+def _run_eval_set_command(args: argparse.Namespace) -> None:
+    if args.data_command == "eval-set":
+        from rankclip.data.evalsets import make_eval_set
+
+        manifest = make_eval_set(
+            args.name,
+            args.out,
+            archives=args.archive,
+            downloads=args.downloads,
+            base_url=args.base_url,
+            sha256=_pairs(args.sha256, "--sha256"),
+            labels=args.labels,
+            shard_size=args.shard_size,
+            check_counts=not args.no_check_counts,
+            expected_counts=_pairs(args.expected_count, "--expected-count", int) or None,
+            progress=not args.no_progress,
+        )
+        counts = ", ".join(f"{split} {info['num_samples']}" for split, info in manifest["splits"].items())
+        print(f"wrote {args.name} to {args.out}: {counts}")
+    elif args.data_command == "eval-fetch":
+        from rankclip.data.evalsets import fetch_eval_files
+
+        downloads = args.downloads or Path("downloads") / args.name
+        files, _ = fetch_eval_files(
+            args.name,
+            downloads,
+            archives=args.archive,
+            base_url=args.base_url,
+            sha256=_pairs(args.sha256, "--sha256"),
+            only=args.file,
+            progress=not args.no_progress,
+        )
+        for path in files.values():
+            print(path)
+    elif args.data_command == "captions":
+        from rankclip.data.captions import DEFAULT_MODEL, caption_shards
+
+        summary = caption_shards(
+            args.shards,
+            args.out,
+            source=args.source,
+            model=args.model or DEFAULT_MODEL,
+            captions_file=args.captions_file,
+            key=args.key,
+            batch_size=args.batch_size,
+            device=args.device,
+            precision=args.precision,
+            max_new_tokens=args.max_new_tokens,
+            num_beams=args.num_beams,
+            prompt=args.prompt,
+            progress=not args.no_progress,
+        )
+        shards = len(summary["shards"])
+        print(f"captioned {summary['num_samples']} samples in {shards} shards into {args.out}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,6 +265,23 @@ def main(argv: list[str] | None = None) -> int:
                 args.results_dir, args.out_dir, args.backbone, args.data_size, args.zeroshot, args.retrieval
             ):
                 print(path)
+        elif args.command == "report" and args.report_command == "html":
+            from rankclip.report_html import build_report
+
+            config = json.loads(args.config_json) if args.config_json else None
+            if args.config is not None:
+                config = yaml.safe_load(args.config.read_text(encoding="utf-8"))
+            print(
+                build_report(
+                    args.notebooks,
+                    args.out,
+                    results_dir=args.results_dir,
+                    config=config,
+                    data_dir=args.data_dir,
+                    workdir=args.workdir,
+                    hash_memo=args.hash_memo,
+                )
+            )
         elif args.command == "data" and args.data_command == "make-emoji":
             from rankclip.data.emoji import make_emoji_corpus
 
@@ -158,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             from rankclip.data.download import download
 
             print(download(args.url, args.out, args.sha256))
+        elif args.command == "data" and args.data_command in ("eval-set", "eval-fetch", "captions"):
+            _run_eval_set_command(args)
         elif args.command == "data" and args.data_command == "web":
             from rankclip.data.web import shards_from_url_list
 
@@ -172,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 column_names=args.column_names,
             )
             print(f"{summary['successes']} of {summary['total']} samples in {summary['train_data']}")
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError, FileNotFoundError, DownloadError) as error:
         print(f"rankclip: error: {error}", file=sys.stderr)
         return 2
     return 0

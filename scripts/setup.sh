@@ -5,13 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
 # Real demo data shipped by Debian: emoji glyphs (captioned with CLDR names) and Fashion-MNIST;
-# libfribidi0 lets Pillow's text layout (raqm) join emoji sequences into one glyph.
-DEBIAN_DATA="fonts-noto-color-emoji dataset-fashion-mnist libfribidi0"
+# libfribidi0 lets Pillow's text layout (raqm) join emoji sequences into one glyph; headless chromium
+# renders the HTML report in tests/workflow/test_report_html.py.
+DEBIAN_DATA="fonts-noto-color-emoji dataset-fashion-mnist libfribidi0 chromium"
 if ! dpkg -s $DEBIAN_DATA >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $DEBIAN_DATA >/dev/null
   else
-    echo "note: install the demo's real data with: sudo apt-get install $DEBIAN_DATA" >&2
+    echo "note: install the demo's real data and chromium with: sudo apt-get install $DEBIAN_DATA" >&2
   fi
 fi
 python3 -m venv .venv

@@ -98,6 +98,14 @@ def _gap_args(parser: argparse.ArgumentParser, umap_out: bool = True) -> None:
     parser.add_argument("--no-umap", dest="umap", action="store_false", help="skip the UMAP projection")
     parser.add_argument("--umap-max-pairs", type=int, default=5000)
     parser.add_argument("--umap-seed", type=int, default=0)
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=4,
+        metavar="N",
+        help="Fig. 5: top-10 images of N caption queries (0: none)",
+    )
+    parser.add_argument("--examples-seed", type=int, default=0, help="seed drawing the example queries")
 
 
 def add_eval_parser(subparsers) -> argparse.ArgumentParser:
@@ -190,6 +198,10 @@ def _umap_path(args, out: Path) -> Path | None:
     return args.umap_out if getattr(args, "umap_out", None) else out.with_suffix(".umap.csv")
 
 
+def _examples_path(args, out: Path) -> Path | None:
+    return out.with_suffix(".retrievals.csv") if args.examples > 0 else None
+
+
 def _write(result, out: Path) -> Path:
     from rankclip.eval.results import write_result
 
@@ -224,6 +236,9 @@ def _run_all(args, evaluator) -> None:
             artifacts_dir=out_dir,
             max_pairs=args.umap_max_pairs,
             seed=args.umap_seed,
+            examples_path=_examples_path(args, out),
+            num_examples=args.examples,
+            examples_seed=args.examples_seed,
         )
         _write(result, out)
 
@@ -272,6 +287,9 @@ def run_eval(args: argparse.Namespace) -> int:
                 max_pairs=args.umap_max_pairs,
                 seed=args.umap_seed,
                 dataset_name=args.dataset_name,
+                examples_path=_examples_path(args, args.out),
+                num_examples=args.examples,
+                examples_seed=args.examples_seed,
             )
         elif command == "all":
             _run_all(args, evaluator)

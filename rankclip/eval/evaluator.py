@@ -357,11 +357,15 @@ class Evaluator:
         max_pairs: int | None = 5000,
         seed: int = 0,
         dataset_name: str | None = None,
+        examples_path: Path | None = None,
+        num_examples: int = 4,
+        examples_seed: int = 0,
     ) -> EvalResult:
-        """Modality gap over all paired embeddings; with ``umap_path``, the Fig. 6 UMAP table too.
+        """Modality gap over all paired embeddings; with ``umap_path``, the Fig. 6 UMAP table too; with
+        ``examples_path``, the top-10 images of ``num_examples`` caption queries (Fig. 5).
 
-        ``artifacts_dir`` (default: the UMAP file's folder) is the folder the result JSON will live in;
-        the artifact path is stored relative to it.
+        ``artifacts_dir`` (default: the artifact's folder) is the folder the result JSON will live in;
+        artifact paths are stored relative to it.
         """
         started = time.perf_counter()
         data = WdsSplit(dataset_dir, split)
@@ -389,6 +393,19 @@ class Evaluator:
                 "seed": seed,
                 "metric": "cosine",
                 "caption": "first caption of each image",
+            }
+        if examples_path is not None:
+            from rankclip.eval.analysis import retrieval_examples, write_retrieval_examples
+
+            rows = retrieval_examples(embeddings, data, num_queries=num_examples, seed=examples_seed)
+            write_retrieval_examples(rows, Path(examples_path))
+            base = Path(artifacts_dir) if artifacts_dir is not None else Path(examples_path).parent
+            artifacts["retrievals"] = os.path.relpath(Path(examples_path).resolve(), base.resolve())
+            protocol["retrievals"] = {
+                "queries": num_examples,
+                "k": 10,
+                "seed": examples_seed,
+                "query": "first caption of each drawn image",
             }
         return self._result(
             started,

@@ -62,8 +62,10 @@ def test_demo_dag(workdir):
         "train": runs,
         "evaluate": evaluations,
         "tables": 1,
+        "notebook": 5,  # notebooks/*.py: tables, Figs. 3, 4, 5, 6
+        "report": 1,
         "all": 1,
-        "total": 6 + runs + evaluations + 2,
+        "total": 6 + runs + evaluations + 2 + 6,
     }
 
 
@@ -74,6 +76,25 @@ def test_paper_dag(workdir):
     assert counts["train"] == 6 + 2 + 3 * 2 + 4 + 4
     assert counts["subset"] == 4
     assert counts["web_shards"] == counts["fetch_url_list"] == 1
+    assert counts["notebook"] == 5 and counts["report"] == counts["tables"] == 1
+    # ALIP's captions; the evaluation sets: ImageNet-1K from the user's archive, V2 x 3 + ImageNet-R, COCO,
+    # ten linear-probe sets, from 20 verified downloads (V2 3, R 1, COCO 2, linear probes 14)
+    assert counts["captions"] == counts["imagenet_val"] == counts["mscoco_karpathy"] == 1
+    assert counts["imagenet_shift"] == 4 and counts["linear_probe_set"] == 10
+    assert counts["fetch_eval_file"] == 20
+    # every run: ImageNet, ImageNet-R, COCO; the 6 main runs also V2 x 3, 10 linear probes, the gap
+    assert counts["evaluate"] == counts["train"] * 3 + 6 * 14
+
+
+def test_paper_dag_without_captions_trains_on_the_web_shards(workdir):
+    path = workdir / "config" / "paper.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["data"]["web"]["captions"]["source"] = "none"
+    path.write_text(yaml.safe_dump(config))
+    result = dry_run(workdir, "--configfile", str(path))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert "captions" not in counts and counts["subset"] == 4
 
 
 @pytest.mark.parametrize(

@@ -40,13 +40,18 @@ def test_demo_workflow_runs_end_to_end(tmp_path: Path):
     results = read_results(sorted((tmp_path / "results" / "demo" / "eval").rglob("*.json")))
     assert len(results) == len(frame) == 16 * 3 + 6 * 5
     assert set(frame["method"]) == {"clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"}
-    assert {"zeroshot", "retrieval", "linear_probe", "representation"} <= set(frame["task"])
+    assert {"zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation"} <= set(
+        frame["task"]
+    )
     table1 = (tables / "table1.md").read_text()
     for row in ("clip (ours)", "clip (paper)", "rankclip (ours)", "rankclip_in (ours)"):
         assert row in table1
     # trained models beat chance on the 64-class zero-shot set (1/64 = 1.6%)
-    zeroshot = frame[(frame["task"] == "zeroshot") & (frame["dataset"] == "shapes")]
+    zeroshot = frame[(frame["task"] == "zeroshot_classification") & (frame["dataset"] == "shapes")]
     assert zeroshot["top1"].min() > 3 / 64
+
+    report = (tmp_path / "results" / "demo" / "report.html").read_text()
+    assert report.count("<table") >= 4 and "data:image/png;base64," in report
 
     again = subprocess.run(
         [*command, "-n"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600

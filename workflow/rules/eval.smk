@@ -43,6 +43,8 @@ rule tables:
     params:
         results_dir=RESULTS / "eval",
         main=config["runs"],
+        zeroshot=config.get("report", {}).get("zeroshot", "shapes"),
+        retrieval=config.get("report", {}).get("retrieval", "shapes_captions"),
         code=code_version(),
     log:
         LOGS / "tables.log",
@@ -51,4 +53,5 @@ rule tables:
         "../../envs/report.yaml"
     shell:
         "rankclip report tables --results-dir {params.results_dir} --out-dir $(dirname {output.results}) "
-        "--backbone {params.main[backbone]} --data-size {params.main[data_size]} > {log} 2>&1"
+        "--backbone {params.main[backbone]} --data-size {params.main[data_size]} "
+        "--zeroshot {params.zeroshot} --retrieval {params.retrieval} > {log} 2>&1"

@@ -1,0 +1,181 @@
+"""Synthetic results folders shaped like the demo's (results/<name>/eval/<run id>/<task>-<dataset>.json),
+written with rankclip.eval.results' writer, for the report, notebook and HTML report tests."""
+
+from __future__ import annotations
+
+import base64
+import io
+import zlib
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from rankclip.eval.analysis import write_retrieval_examples
+from rankclip.eval.results import EvalResult, write_result
+
+BACKBONE, OTHER_BACKBONE, DATA_SIZE = "rankclip-tiny-vit", "rankclip-tiny-rn", 4096
+METHODS = ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
+# The demo config's report section (config/config.yaml).
+ROLES = {
+    "zeroshot": "shapes",
+    "retrieval": "shapes_captions",
+    "shift": {"shapes_sketch": "imagenet_r"},
+    "linear_probe": {"shapes_texture": "dtd", "fashion_mnist": None},
+    "backbones": {BACKBONE: "ViT-B/32", OTHER_BACKBONE: "RN50"},
+    "data_sizes": {1024: 500000, 2048: 1000000, 4096: 3000000},
+}
+RUNS = {"backbone": BACKBONE, "data_size": DATA_SIZE}
+EVERY_RUN = [("zeroshot", "shapes"), ("zeroshot", "shapes_sketch"), ("retrieval", "shapes_captions")]
+MAIN_RUNS = [
+    ("linear_probe", "shapes_texture"),
+    ("linear_probe", "fashion_mnist"),
+    ("zeroshot", "fashion_mnist"),
+    ("retrieval", "emoji"),
+    ("gap", "shapes_captions"),
+]
+TASKS = {
+    "zeroshot": "zeroshot_classification",
+    "retrieval": "zeroshot_retrieval",
+    "linear_probe": "linear_probe",
+    "gap": "representation",
+}
+
+
+def run_id(method, backbone=BACKBONE, data_size=DATA_SIZE, lambda_cross=1.0, lambda_in=1.0, seed=0) -> str:
+    return f"{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__s{seed}"
+
+
+def demo_runs(methods=METHODS) -> list[dict]:
+    """The demo config's runs (Tables 1-4, Figs. 3-4), ``methods`` at the main backbone and size."""
+    main = dict(backbone=BACKBONE, data_size=DATA_SIZE, lambda_cross=1.0, lambda_in=1.0, seed=0)
+    runs = [main | dict(method=m) for m in methods]
+    runs += [main | dict(method=m, backbone=OTHER_BACKBONE) for m in ("clip", "rankclip")]
+    runs += [main | dict(method=m, data_size=n) for m in ("clip", "rankclip") for n in (1024, 2048)]
+    runs += [main | dict(method="rankclip", lambda_cross=v) for v in (2.0, 3.0)]
+    runs += [main | dict(method="rankclip", lambda_in=v) for v in (2.0, 3.0)]
+    return runs
+
+
+def _thumbnail(rng) -> str:
+    image = Image.new("RGB", (16, 16), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _metrics(task: str, rng, quality: float) -> dict[str, float]:
+    def frac(scale: float) -> float:
+        return float(np.clip(quality * scale + rng.uniform(0, 0.05), 0, 1))
+
+    if task == "zeroshot":
+        top1 = frac(0.4)
+        return {
+            "top1": top1,
+            "top3": min(1.0, top1 + 0.1),
+            "top5": min(1.0, top1 + 0.2),
+            "mean_per_class_top1": top1,
+        }
+    if task == "retrieval":
+        metrics = {}
+        for k, scale in ((1, 0.2), (5, 0.5), (10, 0.7)):
+            i2t, t2i = frac(scale), frac(scale * 0.8)
+            metrics |= {
+                f"image_to_text_R@{k}": i2t,
+                f"text_to_image_R@{k}": t2i,
+                f"mean_R@{k}": (i2t + t2i) / 2,
+            }
+        return metrics
+    if task == "linear_probe":
+        top1 = frac(0.8)
+        return {"top1": top1, "mean_per_class_top1": top1}
+    return {
+        "modality_gap": float(0.8 - 0.3 * quality),
+        "image_centroid_norm": 0.6,
+        "text_centroid_norm": 0.5,
+        "mean_paired_cosine": float(0.2 + 0.3 * quality),
+    }
+
+
+def write_synthetic_results(
+    results_dir: Path, runs: list[dict] | None = None, points: int = 20
+) -> list[Path]:
+    """Results JSONs (and the gap task's UMAP and retrieval-example CSVs) for ``runs`` (default: the
+    demo's 16), one per (run, benchmark) as the workflow asks; RankCLIP scores a little above CLIP."""
+    runs = demo_runs() if runs is None else runs
+    written = []
+    for run in runs:
+        rid = run_id(**run)
+        is_main = run["backbone"] == BACKBONE and run["data_size"] == DATA_SIZE
+        is_main &= run["lambda_cross"] == 1.0 and run["lambda_in"] == 1.0
+        rng = np.random.default_rng(zlib.crc32(rid.encode()))
+        quality = 0.5 + 0.1 * ("rank" in run["method"]) + 0.05 * np.log2(run["data_size"] / 1024)
+        for task, dataset in EVERY_RUN + (MAIN_RUNS if is_main else []):
+            out = Path(results_dir) / rid / f"{task}-{dataset}.json"
+            artifacts = {}
+            if task == "gap":
+                artifacts = _gap_artifacts(out, rng, points)
+            result = EvalResult(
+                run_id=rid,
+                method=run["method"],
+                backbone=run["backbone"],
+                data_size=run["data_size"],
+                seed=run["seed"],
+                train_step=32,
+                train_config={
+                    "loss": run["method"],
+                    "lambda_cross": run["lambda_cross"],
+                    "lambda_in": run["lambda_in"],
+                },
+                checkpoint_path=f"results/demo/runs/{rid}/model.pt",
+                checkpoint_sha256=f"{zlib.crc32(rid.encode()):08x}" * 8,
+                task=TASKS[task],
+                dataset=dataset,
+                dataset_path=f"resources/demo/demo/eval/{dataset}",
+                split="test",
+                dataset_sha256=f"{zlib.crc32(dataset.encode()):08x}" * 8,
+                num_samples=100,
+                num_texts=500 if task in ("retrieval", "gap") else None,
+                num_classes=64 if task in ("zeroshot", "linear_probe") else None,
+                metrics=_metrics(task, rng, quality),
+                artifacts=artifacts,
+                code_version="0.1.0+tree.0123456789ab",
+                created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                duration_s=1.0,
+            )
+            written.append(write_result(result, out))
+    return written
+
+
+def _gap_artifacts(out: Path, rng, points: int) -> dict[str, str]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    umap = out.with_suffix(".umap.csv")
+    lines = ["x,y,modality,pair,key"]
+    for modality, shift in (("image", 0.0), ("text", 3.0)):
+        for pair in range(points):
+            x, y = (float(v) for v in rng.normal(shift, 1.0, 2))
+            lines.append(f"{x!r},{y!r},{modality},{pair},{pair:08d}")
+    umap.write_text("\n".join(lines) + "\n")
+    rows = []
+    for query in range(3):
+        target = query * 7
+        for rank in range(10):
+            image = target if rank == query else 50 + rank
+            rows.append(
+                {
+                    "query": query,
+                    "caption": f"a red {['circle', 'square', 'star'][query]}",
+                    "target": target,
+                    "target_key": f"{target:08d}",
+                    "target_rank": query,
+                    "rank": rank,
+                    "image": image,
+                    "key": f"{image:08d}",
+                    "score": 0.9 - 0.05 * rank,
+                    "hit": image == target,
+                    "thumbnail": _thumbnail(rng),
+                }
+            )
+    retrievals = write_retrieval_examples(rows, out.with_suffix(".retrievals.csv"))
+    return {"umap": umap.name, "retrievals": retrievals.name}

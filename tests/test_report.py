@@ -1,0 +1,257 @@
+"""rankclip.report: the paper's tables from results JSONs, ours beside the paper's and the difference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+import yaml
+from synthetic_results import (
+    BACKBONE,
+    DATA_SIZE,
+    OTHER_BACKBONE,
+    ROLES,
+    demo_runs,
+    run_id,
+    write_synthetic_results,
+)
+
+from rankclip import report
+from rankclip.eval.results import read_result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("results") / "eval"
+    write_synthetic_results(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def frame(results_dir) -> pd.DataFrame:
+    return report.collect(results_dir)
+
+
+@pytest.fixture(scope="module")
+def roles() -> report.Roles:
+    return report.Roles.from_config(ROLES)
+
+
+def ours_value(results_dir: Path, method: str, name: str, metric: str, **run) -> float:
+    """One metric of one result file, in percent (what the tables should show)."""
+    return 100 * read_result(results_dir / run_id(method, **run) / f"{name}.json").metrics[metric]
+
+
+def rows(table: pd.DataFrame, **keys) -> pd.DataFrame:
+    mask = pd.Series(True, index=table.index)
+    for key, value in keys.items():
+        mask &= table[key] == value
+    return table[mask]
+
+
+def test_table1_puts_the_paper_and_the_difference_beside_ours(results_dir, frame):
+    table = report.table1(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    assert list(table.columns) == ["method", "source", *report.TABLE1_COLUMNS]
+    clip = rows(table, method="clip").set_index("source")
+    assert list(clip.index) == ["ours", "paper", "ours - paper"]
+    assert clip.loc["ours", "top1"] == pytest.approx(
+        ours_value(results_dir, "clip", "zeroshot-shapes", "top1"), abs=0.005
+    )
+    assert clip.loc["ours", "text_to_image_R@5"] == pytest.approx(
+        ours_value(results_dir, "clip", "retrieval-shapes_captions", "text_to_image_R@5"), abs=0.005
+    )
+    assert list(clip.loc["paper", report.TABLE1_COLUMNS]) == list(report.PAPER_TABLE1["clip"])
+    diff = clip.loc["ours", report.TABLE1_COLUMNS] - clip.loc["paper", report.TABLE1_COLUMNS]
+    assert list(clip.loc["ours - paper", report.TABLE1_COLUMNS]) == pytest.approx(list(diff), abs=0.011)
+    # the ablations are ours only (the paper has no row for them); methods in the paper's order
+    assert list(rows(table, method="rankclip_in")["source"]) == ["ours"]
+    assert list(dict.fromkeys(table["method"])) == report.METHOD_ORDER
+    markdown = report.to_markdown(table)
+    for label in ("clip (ours)", "clip (paper)", "clip (ours - paper)", "rankclip_in (ours)"):
+        assert label in markdown
+    assert "rankclip_in (paper)" not in markdown
+
+
+def test_methods_we_did_not_run_keep_the_papers_row(tmp_path):
+    runs = [run for run in demo_runs(methods=["clip", "rankclip"])]
+    write_synthetic_results(tmp_path / "eval", runs)
+    table = report.table1(report.collect(tmp_path / "eval"), BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    assert list(rows(table, method="alip")["source"]) == ["paper"]
+    assert list(rows(table, method="cyclip")["source"]) == ["paper"]
+    assert list(rows(table, method="clip")["source"]) == ["ours", "paper", "ours - paper"]
+    # a table with no results at all is the paper's rows alone
+    empty = report.table1(report.collect(tmp_path / "eval"), "no-such-backbone", DATA_SIZE, "shapes", "x")
+    assert set(empty["source"]) == {"paper"} and len(empty) == len(report.PAPER_TABLE1)
+
+
+def test_table2_maps_our_shifted_set_onto_the_papers_benchmark(results_dir, frame, roles):
+    table = report.table2(frame, BACKBONE, DATA_SIZE, roles.shift)
+    assert list(table.columns) == [
+        "method",
+        "source",
+        "shapes_sketch top1",
+        "shapes_sketch top3",
+        "shapes_sketch top5",
+    ]
+    rankclip = rows(table, method="rankclip").set_index("source")
+    assert tuple(rankclip.loc["paper"].iloc[1:]) == report.PAPER_TABLE2["rankclip"]["imagenet_r"]
+    assert rankclip.loc["ours", "shapes_sketch top1"] == pytest.approx(
+        ours_value(results_dir, "rankclip", "zeroshot-shapes_sketch", "top1"), abs=0.005
+    )
+
+
+def test_table3_averages_our_linear_probes_beside_the_papers_average(results_dir, frame, roles):
+    table = report.table3(frame, BACKBONE, DATA_SIZE, roles.linear_probe)
+    assert list(table.columns) == ["method", "source", "shapes_texture", "fashion_mnist", "avg"]
+    cyclip = rows(table, method="cyclip").set_index("source")
+    texture = ours_value(results_dir, "cyclip", "linear_probe-shapes_texture", "top1")
+    fashion = ours_value(results_dir, "cyclip", "linear_probe-fashion_mnist", "top1")
+    assert cyclip.loc["ours", "avg"] == pytest.approx((texture + fashion) / 2, abs=0.005)
+    # shapes_texture stands for DTD; fashion_mnist has no counterpart; avg beside the paper's ten-set mean
+    assert cyclip.loc["paper", "shapes_texture"] == report.PAPER_TABLE3["cyclip"][2]
+    assert pd.isna(cyclip.loc["paper", "fashion_mnist"]) and pd.isna(
+        cyclip.loc["ours - paper", "fashion_mnist"]
+    )
+    assert cyclip.loc["paper", "avg"] == report.PAPER_TABLE3["cyclip"][-1]
+    assert "| cyclip (paper)" in report.to_markdown(table) and "|               - |" in report.to_markdown(
+        table
+    )
+
+
+def test_table4_compares_the_methods_run_on_every_backbone(results_dir, frame, roles):
+    table = report.table4(
+        frame, DATA_SIZE, "shapes", "shapes_captions", list(roles.linear_probe), roles.backbones
+    )
+    assert list(table.columns) == ["backbone", "method", "source", *report.TABLE4_COLUMNS]
+    assert set(table["method"]) == {"clip", "rankclip"}  # the backbone ablation's methods only
+    assert list(dict.fromkeys(table["backbone"])) == [BACKBONE, OTHER_BACKBONE]
+    rn = rows(table, backbone=OTHER_BACKBONE, method="rankclip").set_index("source")
+    assert tuple(rn.loc["paper", report.TABLE4_COLUMNS]) == report.PAPER_TABLE4[("RN50", "rankclip")]
+    assert rn.loc["ours", "top1"] == pytest.approx(
+        ours_value(results_dir, "rankclip", "zeroshot-shapes", "top1", backbone=OTHER_BACKBONE), abs=0.005
+    )
+    assert pd.isna(rn.loc["ours", "linear_probe_avg"])  # linear probes run on the main backbone only
+    vit = rows(table, backbone=BACKBONE, method="clip").set_index("source")
+    assert vit.loc["paper", "top1"] == report.PAPER_TABLE4[("ViT-B/32", "clip")][0]
+    assert not pd.isna(vit.loc["ours", "linear_probe_avg"])
+
+
+def test_lambda_sweep_has_both_axes_and_the_papers_lambda_one_point(results_dir, frame):
+    table = report.lambda_sweep(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    ours = table[table["source"] == "ours"]
+    assert sorted(zip(ours["swept"], ours["lambda"], strict=True)) == [
+        ("lambda_cross", 1.0), ("lambda_cross", 2.0), ("lambda_cross", 3.0),
+        ("lambda_in", 1.0), ("lambda_in", 2.0), ("lambda_in", 3.0),
+    ]  # fmt: skip
+    point = rows(table, swept="lambda_in", **{"lambda": 3.0}, source="ours")
+    assert point["top1"].item() == pytest.approx(
+        ours_value(results_dir, "rankclip", "zeroshot-shapes", "top1", lambda_in=3.0), abs=0.005
+    )
+    paper = table[table["source"] == "paper"]
+    assert set(paper["lambda"]) == {1.0}
+    assert paper["top1"].tolist() == [10.16, 10.16]
+    assert paper["mean_R@1"].tolist() == pytest.approx([(7.18 + 3.74) / 2] * 2, abs=0.005)
+
+
+def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles):
+    table = report.data_size_curve(frame, BACKBONE, "shapes", roles.data_sizes)
+    assert set(table["method"]) == {"clip", "rankclip"}
+    small = rows(table, method="rankclip", data_size=1024).set_index("source")
+    assert small.loc["paper", "top1"] == report.PAPER_FIG4["rankclip"][500_000]
+    assert small["paper_data_size"].iloc[0] == "500K"
+    # the paper's sizes without a counterpart are kept as paper-only rows
+    unmatched = rows(table, method="clip", paper_data_size="15M")
+    assert list(unmatched["source"]) == ["paper"] and unmatched["data_size"].item() == "-"
+
+
+def test_robustness_points_and_table(frame):
+    points = report.robustness_points(frame, "shapes", "shapes_sketch")
+    assert len(points) == len(demo_runs())  # every run is evaluated on both sets
+    table = report.robustness_table(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_sketch", "imagenet_r")
+    clip = rows(table, method="clip").set_index("source")
+    assert clip.loc["paper", "zeroshot_top1"] == report.PAPER_TABLE1["clip"][0]
+    assert clip.loc["paper", "shift_top1"] == report.PAPER_TABLE2["clip"]["imagenet_r"][0]
+    ours = clip.loc["ours"]
+    assert ours["shift_minus_zeroshot"] == pytest.approx(
+        ours["shift_top1"] - ours["zeroshot_top1"], abs=0.011
+    )
+
+
+def test_modality_gap_and_artifacts(results_dir, frame):
+    gap = report.modality_gap_table(frame, BACKBONE, DATA_SIZE, "shapes_captions")
+    assert set(gap["source"]) == {"ours"} and len(gap) == 6  # the paper prints no gap
+    clip = read_result(results_dir / run_id("clip") / "gap-shapes_captions.json")
+    assert rows(gap, method="clip")["modality_gap"].item() == pytest.approx(
+        clip.metrics["modality_gap"], abs=1e-4
+    )
+    umap = report.artifact_frame(results_dir, "umap", dataset="shapes_captions", methods=["clip", "rankclip"])
+    assert set(umap["method"]) == {"clip", "rankclip"} and {"x", "y", "modality"} <= set(umap.columns)
+    assert umap["key"].str.fullmatch(r"\d{8}").all()  # sample keys stay strings
+    examples = report.artifact_frame(results_dir, "retrievals", dataset="shapes_captions")
+    summary = report.retrieval_summary(examples)
+    assert len(summary) == 6 * 3 and summary["target_rank"].between(1, 10).all()
+    assert report.retrieval_summary(examples.iloc[0:0]).empty
+
+
+def test_roles_from_config_names_the_bad_field():
+    roles = report.Roles.from_config({**ROLES, "data_sizes": {"1024": 500000}})
+    assert roles.data_sizes == {1024: 500000} and roles.robustness == "shapes_sketch"
+    with pytest.raises(ValueError, match=r"report.shift.shapes_sketch: 'imagenet_a'"):
+        report.Roles.from_config({**ROLES, "shift": {"shapes_sketch": "imagenet_a"}})
+    with pytest.raises(ValueError, match="report.zeroshot"):
+        report.Roles.from_config({"retrieval": "x"})
+    with pytest.raises(ValueError, match="unknown keys"):
+        report.Roles.from_config({**ROLES, "tables": 1})
+    with pytest.raises(ValueError, match="report.robustness"):
+        report.Roles.from_config({**ROLES, "robustness": "shapes"})
+
+
+def test_report_outputs_list_tables_and_figures_in_order(tmp_path, frame):
+    outputs = report.ReportOutputs(tmp_path / "out", "Title", "Description")
+    table = report.table1(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    outputs.table(table, "table1", "Table 1", "caption")
+    figure, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    outputs.figure(figure, "fig", "A figure")
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert index["title"] == "Title" and [item["name"] for item in index["items"]] == ["table1", "fig"]
+    assert pd.read_csv(tmp_path / "out" / "table1.csv").shape == table.shape
+    assert "clip (ours - paper)" in (tmp_path / "out" / "table1.md").read_text()
+    assert (tmp_path / "out" / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a second run of the notebook starts a fresh index
+    report.ReportOutputs(tmp_path / "out", "Title")
+    assert json.loads((tmp_path / "out" / "index.json").read_text())["items"] == []
+
+
+def test_write_tables_keeps_the_tables_rule_outputs(results_dir, tmp_path):
+    written = report.write_tables(results_dir, tmp_path, BACKBONE, DATA_SIZE)
+    assert [path.name for path in written] == ["results.csv", "table1.md"]
+    assert len(pd.read_csv(tmp_path / "results.csv")) == len(list(results_dir.rglob("*.json")))
+    assert "rankclip (paper)" in (tmp_path / "table1.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "paper.yaml"])
+def test_each_configs_report_section_names_its_evaluated_datasets(name):
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    roles = report.Roles.from_config(config["report"])
+    evaluated = {pair.split(":")[1] for pair in config["eval"]["every_run"] + config["eval"]["main_runs"]}
+    named = {roles.zeroshot, roles.retrieval, *roles.shift, *roles.linear_probe}
+    assert named <= evaluated, f"config/{name}: report names datasets no run is evaluated on"
+    assert set(roles.backbones) == {config["runs"]["backbone"], *config["runs"]["backbones"]}
+    sizes = {config["runs"]["data_size"], *config["runs"]["data_sizes"]}
+    assert set(roles.data_sizes) == sizes
+
+
+def test_schema_lists_the_papers_keys():
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properties"]["report"]
+    values = {key: set(schema["properties"][key]["additionalProperties"]["enum"]) - {None} for key in
+              ("shift", "linear_probe", "backbones", "data_sizes")}  # fmt: skip
+    assert values["shift"] == set(report.PAPER_TABLE2_BENCHMARKS)
+    assert values["linear_probe"] == set(report.PAPER_TABLE3_DATASETS)
+    assert values["backbones"] == set(report.PAPER_TABLE4_BACKBONES)
+    assert values["data_sizes"] == set(report.PAPER_FIG4["clip"])

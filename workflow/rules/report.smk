@@ -1,0 +1,73 @@
+# Report: one papermill job per notebook (tables and figures beside the paper's), then one HTML file.
+import hashlib
+import json
+
+import rankclip
+
+# notebooks/<name>.py (jupytext py:percent), in report order; found next to workflow/, not in the working dir
+NOTEBOOKS = ["tables", "fig3_lambda_sweep", "fig4_data_size", "fig5_retrievals", "fig6_representation"]
+NOTEBOOK_DIR = Path(workflow.basedir).parent / "notebooks"
+REPORT = RESULTS / "report"
+# papermill -y: the main runs and the config's report roles (JSON is YAML)
+NOTEBOOK_PARAMETERS = json.dumps(
+    {
+        "runs": {key: config["runs"][key] for key in ("backbone", "data_size")},
+        "roles": config["report"],
+    }
+)
+# Content hash of the report library: the notebooks and the report rerun when it changes.
+REPORT_CODE = hashlib.sha256(
+    b"".join((Path(rankclip.__file__).parent / name).read_bytes() for name in ("report.py", "report_html.py"))
+).hexdigest()[:16]
+
+
+rule notebook:
+    """Execute one notebook on the results (papermill), save its tables and figures, render it without code."""
+    input:
+        notebook=NOTEBOOK_DIR / "{notebook}.py",
+        results=rules.tables.output.results,
+        evaluations=eval_results(),
+    output:
+        ipynb=REPORT / "notebooks" / "{notebook}.ipynb",
+        html=REPORT / "notebooks" / "{notebook}.html",
+        out_dir=directory(REPORT / "{notebook}"),
+    wildcard_constraints:
+        notebook="|".join(NOTEBOOKS),
+    params:
+        results_dir=RESULTS / "eval",
+        parameters=NOTEBOOK_PARAMETERS,
+        code=code_version(),
+        report_code=REPORT_CODE,
+    log:
+        LOGS / "report" / "{notebook}.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "(jupytext --to ipynb -o - {input.notebook} | papermill - {output.ipynb} -k python3 --no-progress-bar "
+        "-p results_csv {input.results} -p results_dir {params.results_dir} -p out_dir {output.out_dir} "
+        "-y {params.parameters:q} && jupyter nbconvert --to html --no-input {output.ipynb}) > {log} 2>&1"
+
+
+rule report:
+    """One self-contained report.html: every table and figure beside the paper's, config, code and data versions."""
+    input:
+        notebooks=expand(rules.notebook.output.out_dir, notebook=NOTEBOOKS),
+        pages=expand(rules.notebook.output.html, notebook=NOTEBOOKS),
+    output:
+        RESULTS / "report.html",
+    params:
+        results_dir=RESULTS / "eval",
+        data_dir=DATA,
+        config=json.dumps(config, default=str),
+        hash_memo=RESULTS / "embeddings" / "file-hashes.json",
+        code=code_version(),
+        report_code=REPORT_CODE,
+    log:
+        LOGS / "report" / "report.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
+    shell:
+        "rankclip report html --notebooks {input.notebooks} --out {output} --results-dir {params.results_dir} "
+        "--config-json {params.config:q} --data-dir {params.data_dir} --hash-memo {params.hash_memo} > {log} 2>&1"
