@@ -29,7 +29,7 @@ roles = {
     "shift": {"shapes_sketch": "imagenet_r"},
     "linear_probe": {"shapes_texture": "dtd", "fashion_mnist": None},
     "backbones": {"rankclip-tiny-vit": "ViT-B/32", "rankclip-tiny-rn": "RN50"},
-    "data_sizes": {1024: 500000, 2048: 1000000, 4096: 3000000},
+    "data_sizes": {2048: 1000000, 4096: 3000000},
 }
 
 # %%

@@ -51,21 +51,21 @@ def test_demo_dag(workdir):
     result = dry_run(workdir)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    # 6 methods + 2 backbone runs + 2x2 data-size runs + 2+2 extra lambda runs (lambda 1 is the main run)
-    runs = 6 + 2 + 4 + 4
+    # 6 methods + 2 backbone runs + 2 data-size runs + 1+1 extra lambda runs (lambda 1 is the main run)
+    runs = 6 + 2 + 2 + 2
     evaluations = runs * 3 + 6 * 5  # every run: 3 benchmarks; the 6 main runs: 5 more
     assert counts == {
         "demo_corpus": 1,
         "emoji_corpus": 1,
         "fashion_mnist": 1,
-        "subset": 3,
+        "subset": 2,  # 4096 (main) and 2048
         "train": runs,
         "evaluate": evaluations,
         "tables": 1,
         "notebook": 5,  # notebooks/*.py: tables, Figs. 3, 4, 5, 6
         "report": 1,
         "all": 1,
-        "total": 6 + runs + evaluations + 2 + 6,
+        "total": 5 + runs + evaluations + 2 + 6,
     }
 
 

@@ -38,7 +38,7 @@ def test_demo_workflow_runs_end_to_end(tmp_path: Path):
     tables = tmp_path / "results" / "demo" / "tables"
     frame = pd.read_csv(tables / "results.csv")
     results = read_results(sorted((tmp_path / "results" / "demo" / "eval").rglob("*.json")))
-    assert len(results) == len(frame) == 16 * 3 + 6 * 5
+    assert len(results) == len(frame) == 12 * 3 + 6 * 5
     assert set(frame["method"]) == {"clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"}
     assert {"zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation"} <= set(
         frame["task"]
@@ -46,9 +46,15 @@ def test_demo_workflow_runs_end_to_end(tmp_path: Path):
     table1 = (tables / "table1.md").read_text()
     for row in ("clip (ours)", "clip (paper)", "rankclip (ours)", "rankclip_in (ours)"):
         assert row in table1
-    # trained models beat chance on the 64-class zero-shot set (1/64 = 1.6%)
-    zeroshot = frame[(frame["task"] == "zeroshot_classification") & (frame["dataset"] == "shapes")]
-    assert zeroshot["top1"].min() > 3 / 64
+    # the main runs (4096 pairs) beat chance on the 64-class zero-shot set (1/64 = 1.6%) by far
+    zeroshot = frame[
+        (frame["task"] == "zeroshot_classification")
+        & (frame["dataset"] == "shapes")
+        & (frame["data_size"] == 4096)
+    ]
+    assert len(zeroshot) == 6 + 2 + 2
+    for method in ("clip", "rankclip"):
+        assert zeroshot[zeroshot["method"] == method]["top1"].min() > 4 / 64, method
 
     report = (tmp_path / "results" / "demo" / "report.html").read_text()
     assert report.count("<table") >= 4 and "data:image/png;base64," in report
