@@ -32,7 +32,7 @@ EXPECTED = {
         "figures": ["tables_overview", "table4_backbones"],
     },
     "fig3_lambda_sweep": {
-        "tables": {"fig3_lambda_sweep": {"swept": ["lambda_cross", "lambda_in"], "lambda": [1.0, 2.0, 3.0]}},
+        "tables": {"fig3_lambda_sweep": {"swept": ["lambda_cross", "lambda_in"], "lambda": [1.0, 3.0]}},
         "figures": ["fig3_lambda_sweep"],
     },
     "fig4_data_size": {
