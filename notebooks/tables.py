@@ -131,7 +131,7 @@ outputs.table(
     table4,
     "table4",
     "Table 4: backbones (zero-shot, retrieval, linear-probe average, %)",
-    f"Ours: {backbone_names or 'no backbone mapped'}; linear probes run on the main backbone only. "
+    f"Ours: {backbone_names or 'no backbone mapped'}; linear-probe average over `report.linear_probe`. "
     "Paper: probably the 15M set.",
 )
 table4

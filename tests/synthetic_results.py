@@ -28,6 +28,7 @@ ROLES = {
 }
 RUNS = {"backbone": BACKBONE, "data_size": DATA_SIZE}
 EVERY_RUN = [("zeroshot", "shapes"), ("zeroshot", "shapes_sketch"), ("retrieval", "shapes_captions")]
+BACKBONE_RUNS = [("linear_probe", "shapes_texture"), ("linear_probe", "fashion_mnist")]
 MAIN_RUNS = [
     ("linear_probe", "shapes_texture"),
     ("linear_probe", "fashion_mnist"),
@@ -109,9 +110,12 @@ def write_synthetic_results(
         rid = run_id(**run)
         is_main = run["backbone"] == BACKBONE and run["data_size"] == DATA_SIZE
         is_main &= run["lambda_cross"] == 1.0 and run["lambda_in"] == 1.0
+        is_backbone = run["backbone"] != BACKBONE and run["data_size"] == DATA_SIZE
+        is_backbone &= run["lambda_cross"] == 1.0 and run["lambda_in"] == 1.0
         rng = np.random.default_rng(zlib.crc32(rid.encode()))
         quality = 0.5 + 0.1 * ("rank" in run["method"]) + 0.05 * np.log2(run["data_size"] / 1024)
-        for task, dataset in EVERY_RUN + (MAIN_RUNS if is_main else []):
+        extra = MAIN_RUNS if is_main else BACKBONE_RUNS if is_backbone else []
+        for task, dataset in EVERY_RUN + extra:
             out = Path(results_dir) / rid / f"{task}-{dataset}.json"
             artifacts = {}
             if task == "gap":

@@ -29,14 +29,17 @@ PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 GPU_RULES = {"train", "evaluate", "captions"}
 
 
-def paper_runs() -> tuple[int, int]:
-    """(training runs, main runs) of config/paper.yaml: 6 methods + RN50 x 2 + 3 sizes x 2 + 4 + 4 lambda
-    values (lambda 1 is the main run); the main runs are the methods at the main backbone and size."""
+def paper_runs() -> tuple[int, int, int]:
+    """(training runs, main runs, backbone runs) of config/paper.yaml: 6 methods + RN50 x 2 + 3 sizes x 2
+    + 4 + 4 lambda values (lambda 1 is the main run); the main runs are the methods at the main backbone
+    and size, the backbone runs those on the other backbones."""
     runs = PAPER["runs"]
     sweep = [value for value in runs["lambda_cross"] + runs["lambda_in"] if value != 1.0]
     total = len(runs["methods"]) + len(runs["backbones"]) * len(runs["backbone_methods"])
     total += len(runs["data_sizes"]) * len(runs["data_size_methods"]) + len(sweep)
-    return total * len(runs["seeds"]), len(runs["methods"]) * len(runs["seeds"])
+    backbone_runs = len(runs["backbones"]) * len(runs["backbone_methods"])
+    seeds = len(runs["seeds"])
+    return total * seeds, len(runs["methods"]) * seeds, backbone_runs * seeds
 
 
 class Resources(dict):
@@ -127,8 +130,9 @@ def test_paper_dag_dry_run_is_quick_and_lists_every_job(paper_dry_run):
     assert seconds < 60, f"the paper DAG's dry-run took {seconds:.0f} s"
     counts = job_counts(output)
     print(f"paper DAG through profiles/slurm in {seconds:.1f} s: {counts}")
-    runs, main_runs = paper_runs()
+    runs, main_runs, backbone_runs = paper_runs()
     evaluations = runs * len(PAPER["eval"]["every_run"]) + main_runs * len(PAPER["eval"]["main_runs"])
+    evaluations += backbone_runs * len(PAPER["eval"]["backbone_runs"])
     assert counts["train"] == runs
     assert counts.get("evaluate", 0) == evaluations
     assert counts["subset"] == 1 + len(PAPER["runs"]["data_sizes"])

@@ -118,11 +118,25 @@ def is_main_run(run):
     )
 
 
+def is_backbone_run(run):
+    runs = config["runs"]
+    return (
+        run["backbone"] in runs["backbones"]
+        and run["data_size"] == runs["data_size"]
+        and run["lambda_cross"] == 1.0
+        and run["lambda_in"] == 1.0
+        and run["method"] in runs["backbone_methods"]
+    )
+
+
 def benchmarks(run_id):
     """The task:dataset pairs a run is evaluated on."""
+    run = parse_run_id(run_id)
     pairs = list(config["eval"]["every_run"])
-    if is_main_run(parse_run_id(run_id)):
+    if is_main_run(run):
         pairs += config["eval"]["main_runs"]
+    if is_backbone_run(run):
+        pairs += config["eval"]["backbone_runs"]
     return [tuple(pair.split(":")) for pair in pairs]
 
 
