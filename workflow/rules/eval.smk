@@ -20,6 +20,7 @@ rule evaluate:
         gpu=config["resources"]["eval"]["gpu"],
         mem_mb=config["resources"]["eval"]["mem_mb"],
         runtime=config["resources"]["eval"]["runtime"],
+        cpus_per_task=config["resources"]["eval"]["cpus"],
     group:
         "eval"
     log:
@@ -30,7 +31,7 @@ rule evaluate:
         "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
         "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
         "--run-id {wildcards.run_id} --method {params.run[method]} --data-size {params.run[data_size]} "
-        "--train-seed {params.run[seed]} > {log} 2>&1"
+        "--train-seed {params.run[seed]} --workers {resources.cpus_per_task} > {log} 2>&1"
 
 
 rule tables:
