@@ -118,6 +118,14 @@ def test_bad_config_is_rejected_with_the_field_named(workdir, edit, message):
     assert message in result.stderr + result.stdout
 
 
+def test_snakefmt_is_clean():
+    snakefmt = Path(sys.executable).with_name("snakefmt")
+    result = subprocess.run(
+        [str(snakefmt), "--check", "workflow"], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_lint_is_clean():
     result = subprocess.run(
         [*SNAKEMAKE, "--lint", "--snakefile", "workflow/Snakefile"],

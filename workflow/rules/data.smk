@@ -12,15 +12,15 @@ rule demo_corpus:
             DATA / "demo" / "eval" / "{name}" / "dataset_type.txt",
             name=["zeroshot", "zeroshot_shift", "retrieval", "linear_probe"],
         ),
-    params:
-        demo=config["data"]["demo"],
-        out_dir=lambda wildcards, output: Path(output.manifest).parent,
-        code=code_version(),
     log:
         LOGS / "data" / "demo_corpus.log",
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        demo=config["data"]["demo"],
+        out_dir=lambda wildcards, output: Path(output.manifest).parent,
+        code=code_version(),
     shell:
         "rankclip data make-demo --out {params.out_dir} --seed {params.demo[seed]} "
         "--num-train {params.demo[num_train]} --num-eval {params.demo[num_eval]} "
@@ -32,15 +32,15 @@ rule emoji_corpus:
     output:
         manifest=DATA / "emoji" / "manifest.json",
         retrieval=DATA / "emoji" / "eval" / "retrieval" / "dataset_type.txt",
-    params:
-        emoji=config["data"].get("emoji", {}),
-        out_dir=lambda wildcards, output: Path(output.manifest).parent,
-        code=code_version(),
     log:
         LOGS / "data" / "emoji_corpus.log",
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        emoji=config["data"].get("emoji", {}),
+        out_dir=lambda wildcards, output: Path(output.manifest).parent,
+        code=code_version(),
     shell:
         "rankclip data make-emoji --out {params.out_dir} --seed {params.emoji[seed]} "
         "--image-size {params.emoji[image_size]} > {log} 2>&1"
@@ -50,15 +50,15 @@ rule fashion_mnist:
     """Debian's Fashion-MNIST as a classification set (zero-shot and linear probe)."""
     output:
         DATA / "fashion_mnist" / "dataset_type.txt",
-    params:
-        fmnist=config["data"].get("fashion_mnist", {}),
-        out_dir=lambda wildcards, output: Path(output[0]).parent,
-        code=code_version(),
     log:
         LOGS / "data" / "fashion_mnist.log",
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        fmnist=config["data"].get("fashion_mnist", {}),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        code=code_version(),
     shell:
         "rankclip data make-fashion-mnist --out {params.out_dir} --max-train {params.fmnist[max_train]} "
         "--max-test {params.fmnist[max_test]} --seed {params.fmnist[seed]} > {log} 2>&1"
@@ -70,14 +70,14 @@ rule subset:
         shards=training_shards(),
     output:
         DATA / "subsets" / "subset-{data_size}.json",
-    params:
-        url=lambda wildcards, input: shard_url(input.shards),
-        seed=config["data"]["subset_seed"],
-        out_dir=lambda wildcards, output: Path(output[0]).parent,
     log:
         LOGS / "data" / "subset-{data_size}.log",
     conda:
         "../../envs/data.yaml"
+    params:
+        url=lambda wildcards, input: shard_url(input.shards),
+        seed=config["data"]["subset_seed"],
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "rankclip data subsets --shards '{params.url}' --sizes {wildcards.data_size} --seed {params.seed} "
         "--out {params.out_dir} > {log} 2>&1"
@@ -87,6 +87,12 @@ rule fetch_url_list:
     """The web corpus' URL+caption list (resumable, sha256-verified when the config gives the hash)."""
     output:
         config["data"].get("web", {}).get("url_list", "resources/url_list.tsv"),
+    log:
+        LOGS / "data" / "fetch_url_list.log",
+    retries: 3
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
     params:
         url=config["data"].get("web", {}).get("url_list_url", ""),
         sha256=lambda wildcards: (
@@ -94,12 +100,6 @@ rule fetch_url_list:
             if config["data"].get("web", {}).get("url_list_sha256")
             else ""
         ),
-    retries: 3
-    log:
-        LOGS / "data" / "fetch_url_list.log",
-    localrule: True
-    conda:
-        "../../envs/data.yaml"
     shell:
         "rankclip data fetch --url '{params.url}' --out {output} {params.sha256} > {log} 2>&1"
 
@@ -111,20 +111,20 @@ rule web_shards:
     output:
         summary=DATA / "web" / "shards" / "summary.json",
         shards=train_shards() if config["data"]["source"] == "web" else [],
-    params:
-        image_size=config["data"].get("web", {}).get("image_size", 224),
-        out_dir=lambda wildcards, output: Path(output.summary).parent,
-    threads: workflow.cores
-    resources:
-        mem_mb=16000,
-        runtime=24 * 60,
-    retries: 2
     log:
         LOGS / "data" / "web_shards.log",
     benchmark:
         LOGS / "data" / "web_shards.benchmark.tsv"
+    retries: 2
     conda:
         "../../envs/data.yaml"
+    threads: workflow.cores
+    resources:
+        mem_mb=16000,
+        runtime=24 * 60,
+    params:
+        image_size=config["data"].get("web", {}).get("image_size", 224),
+        out_dir=lambda wildcards, output: Path(output.summary).parent,
     shell:
         "rankclip data web --url-list {input.url_list} --out {params.out_dir} --image-size {params.image_size} "
         "--processes {threads} --column-names caption url > {log} 2>&1"
@@ -137,22 +137,22 @@ rule captions:
     output:
         summary=DATA / "web" / "captioned" / "captions.json",
         shards=captioned_shards() if captions_enabled() else [],
-    params:
-        url=lambda wildcards, input: shard_url(input.shards),
-        flags=caption_flags(),
-        out_dir=lambda wildcards, output: Path(output.summary).parent,
-        code=code_version(),
-    threads: 8
-    resources:
-        gpu=config["data"].get("web", {}).get("captions", {}).get("gpu", 1),
-        mem_mb=32000,
-        runtime=config["data"].get("web", {}).get("captions", {}).get("runtime", 24 * 60),
     log:
         LOGS / "data" / "captions.log",
     benchmark:
         LOGS / "data" / "captions.benchmark.tsv"
     conda:
         "../../envs/data.yaml"
+    threads: 8
+    resources:
+        gpu=config["data"].get("web", {}).get("captions", {}).get("gpu", 1),
+        mem_mb=32000,
+        runtime=config["data"].get("web", {}).get("captions", {}).get("runtime", 24 * 60),
+    params:
+        url=lambda wildcards, input: shard_url(input.shards),
+        flags=caption_flags(),
+        out_dir=lambda wildcards, output: Path(output.summary).parent,
+        code=code_version(),
     shell:
         "rankclip data captions --shards '{params.url}' --out {params.out_dir} {params.flags} --no-progress "
         "> {log} 2>&1"
@@ -162,17 +162,17 @@ rule fetch_eval_file:
     """One source file of an evaluation set: resumable, sha256-verified (md5 too where torchvision has one)."""
     output:
         DOWNLOADS / "{eval_set}" / "{filename}",
-    wildcard_constraints:
-        eval_set=eval_set_names("imagenet", "coco", "linear_probe"),
-    params:
-        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
-        downloads=lambda wildcards, output: Path(output[0]).parent,
-    retries: 3
     log:
         LOGS / "data" / "fetch" / "{eval_set}" / "{filename}.log",
+    wildcard_constraints:
+        eval_set=eval_set_names("imagenet", "coco", "linear_probe"),
+    retries: 3
     localrule: True
     conda:
         "../../envs/data.yaml"
+    params:
+        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
+        downloads=lambda wildcards, output: Path(output[0]).parent,
     shell:
         "rankclip data eval-fetch {wildcards.eval_set} --file {wildcards.filename} "
         "--downloads {params.downloads} {params.flags} --no-progress > {log} 2>&1"
@@ -182,6 +182,15 @@ rule imagenet_val:
     """ImageNet-1K val from the user's ILSVRC2012_img_val.tar and devkit (or labels file); no public URL."""
     output:
         EVAL_DATA / "imagenet1k" / "dataset_type.txt",
+    log:
+        LOGS / "data" / "eval_sets" / "imagenet1k.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "imagenet1k.benchmark.tsv"
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=180,
     params:
         sources=imagenet_sources(),
         flags=eval_set_flags("imagenet1k"),
@@ -189,15 +198,6 @@ rule imagenet_val:
         downloads=DOWNLOADS / "imagenet1k",
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
         code=code_version(),
-    resources:
-        mem_mb=8000,
-        runtime=180,
-    log:
-        LOGS / "data" / "eval_sets" / "imagenet1k.log",
-    benchmark:
-        LOGS / "data" / "eval_sets" / "imagenet1k.benchmark.tsv"
-    conda:
-        "../../envs/data.yaml"
     shell:
         "rankclip data eval-set imagenet1k --out {params.out_dir} {params.sources} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
@@ -209,23 +209,23 @@ rule imagenet_shift:
         lambda wildcards: eval_downloads(wildcards.eval_set),
     output:
         EVAL_DATA / "{eval_set}" / "dataset_type.txt",
+    log:
+        LOGS / "data" / "eval_sets" / "{eval_set}.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "{eval_set}.benchmark.tsv"
     wildcard_constraints:
         eval_set="imagenetv2_matched|imagenetv2_threshold|imagenetv2_top|imagenet_r",
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
         code=code_version(),
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    log:
-        LOGS / "data" / "eval_sets" / "{eval_set}.log",
-    benchmark:
-        LOGS / "data" / "eval_sets" / "{eval_set}.benchmark.tsv"
-    conda:
-        "../../envs/data.yaml"
     shell:
         "rankclip data eval-set {wildcards.eval_set} --out {params.out_dir} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
@@ -237,21 +237,21 @@ rule mscoco_karpathy:
         eval_downloads("mscoco_karpathy"),
     output:
         EVAL_DATA / "mscoco_karpathy" / "dataset_type.txt",
-    params:
-        flags=eval_set_flags("mscoco_karpathy"),
-        out_dir=lambda wildcards, output: Path(output[0]).parent,
-        downloads=DOWNLOADS / "mscoco_karpathy",
-        shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
-        code=code_version(),
-    resources:
-        mem_mb=8000,
-        runtime=120,
     log:
         LOGS / "data" / "eval_sets" / "mscoco_karpathy.log",
     benchmark:
         LOGS / "data" / "eval_sets" / "mscoco_karpathy.benchmark.tsv"
     conda:
         "../../envs/data.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        flags=eval_set_flags("mscoco_karpathy"),
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        downloads=DOWNLOADS / "mscoco_karpathy",
+        shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
+        code=code_version(),
     shell:
         "rankclip data eval-set mscoco_karpathy --out {params.out_dir} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
@@ -263,23 +263,23 @@ rule linear_probe_set:
         lambda wildcards: eval_downloads(wildcards.eval_set),
     output:
         EVAL_DATA / "{eval_set}" / "dataset_type.txt",
+    log:
+        LOGS / "data" / "eval_sets" / "{eval_set}.log",
+    benchmark:
+        LOGS / "data" / "eval_sets" / "{eval_set}.benchmark.tsv"
     wildcard_constraints:
         eval_set=eval_set_names("linear_probe"),
+    conda:
+        "../../envs/data.yaml"
+    resources:
+        mem_mb=8000,
+        runtime=120,
     params:
         flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
         code=code_version(),
-    resources:
-        mem_mb=8000,
-        runtime=120,
-    log:
-        LOGS / "data" / "eval_sets" / "{eval_set}.log",
-    benchmark:
-        LOGS / "data" / "eval_sets" / "{eval_set}.benchmark.tsv"
-    conda:
-        "../../envs/data.yaml"
     shell:
         "rankclip data eval-set {wildcards.eval_set} --out {params.out_dir} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"

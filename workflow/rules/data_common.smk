@@ -10,7 +10,9 @@ def captions_enabled():
     runs = config["runs"]
     methods = {*runs["methods"], *runs.get("backbone_methods", []), *runs.get("data_size_methods", [])}
     captions = config["data"].get("web", {}).get("captions", {})
-    return config["data"]["source"] == "web" and "alip" in methods and captions.get("source", "none") != "none"
+    return (
+        config["data"]["source"] == "web" and "alip" in methods and captions.get("source", "none") != "none"
+    )
 
 
 def captioned_shards():

@@ -8,25 +8,25 @@ rule evaluate:
         dataset=lambda wildcards: dataset_marker(wildcards.dataset),
     output:
         result=RESULTS / "eval" / "{run_id}" / "{task}-{dataset}.json",
+    log:
+        LOGS / "eval" / "{run_id}" / "{task}-{dataset}.log",
     wildcard_constraints:
         task="zeroshot|retrieval|linear_probe|gap",
+    group:
+        "eval"
+    conda:
+        "../../envs/eval.yaml"
+    resources:
+        gpu=config["resources"]["eval"]["gpu"],
+        mem_mb=config["resources"]["eval"]["mem_mb"],
+        runtime=config["resources"]["eval"]["runtime"],
+        cpus_per_task=config["resources"]["eval"]["cpus"],
     params:
         command=lambda wildcards: wildcards.task.replace("_", "-"),
         dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
         run=lambda wildcards: parse_run_id(wildcards.run_id),
         cache=RESULTS / "embeddings",
         code=code_version(),
-    resources:
-        gpu=config["resources"]["eval"]["gpu"],
-        mem_mb=config["resources"]["eval"]["mem_mb"],
-        runtime=config["resources"]["eval"]["runtime"],
-        cpus_per_task=config["resources"]["eval"]["cpus"],
-    group:
-        "eval"
-    log:
-        LOGS / "eval" / "{run_id}" / "{task}-{dataset}.log",
-    conda:
-        "../../envs/eval.yaml"
     shell:
         "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
         "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
@@ -41,17 +41,17 @@ rule tables:
     output:
         results=RESULTS / "tables" / "results.csv",
         table1=RESULTS / "tables" / "table1.md",
+    log:
+        LOGS / "tables.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     params:
         results_dir=RESULTS / "eval",
         main=config["runs"],
         zeroshot=config.get("report", {}).get("zeroshot", "shapes"),
         retrieval=config.get("report", {}).get("retrieval", "shapes_captions"),
         code=code_version(),
-    log:
-        LOGS / "tables.log",
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
     shell:
         "rankclip report tables --results-dir {params.results_dir} --out-dir $(dirname {output.results}) "
         "--backbone {params.main[backbone]} --data-size {params.main[data_size]} "

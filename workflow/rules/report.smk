@@ -31,18 +31,18 @@ rule notebook:
         ipynb=REPORT / "notebooks" / "{notebook}.ipynb",
         html=REPORT / "notebooks" / "{notebook}.html",
         out_dir=directory(REPORT / "{notebook}"),
+    log:
+        LOGS / "report" / "{notebook}.log",
     wildcard_constraints:
         notebook="|".join(NOTEBOOKS),
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     params:
         results_dir=RESULTS / "eval",
         parameters=NOTEBOOK_PARAMETERS,
         code=code_version(),
         report_code=REPORT_CODE,
-    log:
-        LOGS / "report" / "{notebook}.log",
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
     shell:
         "(jupytext --to ipynb -o - {input.notebook} | papermill - {output.ipynb} -k python3 --no-progress-bar "
         "-p results_csv {input.results} -p results_dir {params.results_dir} -p out_dir {output.out_dir} "
@@ -56,6 +56,11 @@ rule report:
         pages=expand(rules.notebook.output.html, notebook=NOTEBOOKS),
     output:
         RESULTS / "report.html",
+    log:
+        LOGS / "report" / "report.log",
+    localrule: True
+    conda:
+        "../../envs/report.yaml"
     params:
         results_dir=RESULTS / "eval",
         data_dir=DATA,
@@ -63,11 +68,6 @@ rule report:
         hash_memo=RESULTS / "embeddings" / "file-hashes.json",
         code=code_version(),
         report_code=REPORT_CODE,
-    log:
-        LOGS / "report" / "report.log",
-    localrule: True
-    conda:
-        "../../envs/report.yaml"
     shell:
         "rankclip report html --notebooks {input.notebooks} --out {output} --results-dir {params.results_dir} "
         "--config-json {params.config:q} --data-dir {params.data_dir} --hash-memo {params.hash_memo} > {log} 2>&1"

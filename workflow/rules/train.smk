@@ -4,25 +4,27 @@
 rule train:
     """Train one run; re-running after a kill or preemption resumes from its latest checkpoint."""
     input:
-        subset=lambda wildcards: DATA / "subsets" / f"subset-{parse_run_id(wildcards.run_id)['data_size']}.json",
+        subset=lambda wildcards: DATA
+        / "subsets"
+        / f"subset-{parse_run_id(wildcards.run_id)['data_size']}.json",
     output:
         model=RESULTS / "runs" / "{run_id}" / "model.pt",
-    params:
-        flags=train_flags,
-        out_dir=lambda wildcards, output: Path(output.model).parent,
-        launcher=train_launcher(),
-        code=code_version(),
-    threads: config["train"].get("workers", 2)
-    resources:
-        gpu=config["resources"]["train"]["gpu"],
-        mem_mb=config["resources"]["train"]["mem_mb"],
-        runtime=config["resources"]["train"]["runtime"],
-        cpus_per_task=config["resources"]["train"]["cpus"],
     log:
         LOGS / "train" / "{run_id}.log",
     benchmark:
         LOGS / "train" / "{run_id}.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
+    threads: config["train"].get("workers", 2)
+    resources:
+        gpu=config["resources"]["train"]["gpu"],
+        mem_mb=config["resources"]["train"]["mem_mb"],
+        runtime=config["resources"]["train"]["runtime"],
+        cpus_per_task=config["resources"]["train"]["cpus"],
+    params:
+        flags=train_flags,
+        out_dir=lambda wildcards, output: Path(output.model).parent,
+        launcher=train_launcher(),
+        code=code_version(),
     shell:
         "{params.launcher} {params.flags} --train-data {input.subset} --output-dir {params.out_dir} > {log} 2>&1"
