@@ -38,7 +38,7 @@ def test_demo_workflow_runs_end_to_end(tmp_path: Path):
     tables = tmp_path / "results" / "demo" / "tables"
     frame = pd.read_csv(tables / "results.csv")
     results = read_results(sorted((tmp_path / "results" / "demo" / "eval").rglob("*.json")))
-    assert len(results) == len(frame) == 12 * 3 + 6 * 5
+    assert len(results) == len(frame) == 12 * 3 + 6 * 5 + 2 * 2  # every run, main runs, RN runs
     assert set(frame["method"]) == {"clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"}
     assert {"zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation"} <= set(
         frame["task"]
