@@ -1,4 +1,4 @@
-"""The demo DAG end to end on the CPU (about 15 minutes): data -> training -> evaluation -> tables."""
+"""The demo DAG end to end on the CPU (15-40 minutes on 2 cores): data -> training -> evaluation -> tables."""
 
 from __future__ import annotations
 
