@@ -108,10 +108,9 @@ def write_synthetic_results(
     written = []
     for run in runs:
         rid = run_id(**run)
-        is_main = run["backbone"] == BACKBONE and run["data_size"] == DATA_SIZE
-        is_main &= run["lambda_cross"] == 1.0 and run["lambda_in"] == 1.0
-        is_backbone = run["backbone"] != BACKBONE and run["data_size"] == DATA_SIZE
-        is_backbone &= run["lambda_cross"] == 1.0 and run["lambda_in"] == 1.0
+        at_main_point = run["data_size"] == DATA_SIZE and run["lambda_cross"] == run["lambda_in"] == 1.0
+        is_main = at_main_point and run["backbone"] == BACKBONE
+        is_backbone = at_main_point and run["backbone"] != BACKBONE
         rng = np.random.default_rng(zlib.crc32(rid.encode()))
         quality = 0.5 + 0.1 * ("rank" in run["method"]) + 0.05 * np.log2(run["data_size"] / 1024)
         extra = MAIN_RUNS if is_main else BACKBONE_RUNS if is_backbone else []

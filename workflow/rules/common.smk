@@ -107,14 +107,16 @@ def dataset_marker(name):
     return str(DATA / datasets[name] / "dataset_type.txt")
 
 
+def at_main_size_and_lambdas(run):
+    return run["data_size"] == config["runs"]["data_size"] and run["lambda_cross"] == run["lambda_in"] == 1.0
+
+
 def is_main_run(run):
     runs = config["runs"]
     return (
         run["backbone"] == runs["backbone"]
-        and run["data_size"] == runs["data_size"]
-        and run["lambda_cross"] == 1.0
-        and run["lambda_in"] == 1.0
         and run["method"] in runs["methods"]
+        and at_main_size_and_lambdas(run)
     )
 
 
@@ -122,10 +124,8 @@ def is_backbone_run(run):
     runs = config["runs"]
     return (
         run["backbone"] in runs["backbones"]
-        and run["data_size"] == runs["data_size"]
-        and run["lambda_cross"] == 1.0
-        and run["lambda_in"] == 1.0
         and run["method"] in runs["backbone_methods"]
+        and at_main_size_and_lambdas(run)
     )
 
 
