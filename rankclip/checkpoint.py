@@ -8,31 +8,64 @@ temporary name and renamed, so a killed job never leaves a half-written checkpoi
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 LATEST = "latest.pt"
+log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, unreadable or not one of ours; the message names the file."""
 
 
+def tensor_bytes(obj: Any) -> int:
+    """The bytes of every tensor in a nested dict/list: about the size of ``torch.save(obj)``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
+
+
 def atomic_save(obj: Any, path: Path) -> Path:
-    """``torch.save`` to ``path`` through a temporary file in the same folder, then an atomic rename."""
+    """``torch.save`` to ``path`` through a temporary file in the same folder, then an atomic rename.
+
+    A full disk is named as such (torch's zip writer reports it as "unexpected pos"); on any failure the
+    previous file at ``path`` is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    needed = tensor_bytes(obj)
+    if shutil.disk_usage(path.parent).free < needed:
+        raise CheckpointError(_no_space(path, needed))
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        if shutil.disk_usage(path.parent).free < needed:
+            raise CheckpointError(_no_space(path, needed)) from error
+        raise CheckpointError(f"cannot write checkpoint {path}: {error}") from error
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def _no_space(path: Path, needed: int) -> str:
+    free = shutil.disk_usage(path.parent).free
+    return (
+        f"no space left on the disk of {path.parent} to write {path.name} (needed ~{needed / 2**20:.0f} MB, "
+        f"{free / 2**20:.0f} MB free); the previous checkpoint is intact: free space and run again to resume"
+    )
 
 
 def load(path: Path, required: tuple[str, ...] = ("state_dict",)) -> dict[str, Any]:
@@ -52,17 +85,43 @@ def load(path: Path, required: tuple[str, ...] = ("state_dict",)) -> dict[str, A
     return checkpoint
 
 
+def resumable(checkpoint_dir: Path) -> list[Path]:
+    """The checkpoints in ``checkpoint_dir``, newest first: ``latest.pt``, then epoch files by epoch."""
+    checkpoint_dir = Path(checkpoint_dir)
+    epochs = sorted(
+        (
+            (int(m.group(1)), p)
+            for p in checkpoint_dir.glob("epoch_*.pt")
+            if (m := re.match(r"epoch_(\d+)\.pt$", p.name))
+        ),
+        reverse=True,
+    )
+    latest = [checkpoint_dir / LATEST] if (checkpoint_dir / LATEST).is_file() else []
+    return latest + [path for _, path in epochs]
+
+
 def find_latest(checkpoint_dir: Path) -> Path | None:
     """The newest resumable checkpoint in ``checkpoint_dir``: ``latest.pt``, else the highest epoch file."""
-    checkpoint_dir = Path(checkpoint_dir)
-    if (checkpoint_dir / LATEST).is_file():
-        return checkpoint_dir / LATEST
-    epochs = [
-        (int(m.group(1)), p)
-        for p in checkpoint_dir.glob("epoch_*.pt")
-        if (m := re.match(r"epoch_(\d+)\.pt$", p.name))
-    ]
-    return max(epochs)[1] if epochs else None
+    candidates = resumable(checkpoint_dir)
+    return candidates[0] if candidates else None
+
+
+def load_newest_valid(checkpoint_dir: Path, required: tuple[str, ...]) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``checkpoint_dir`` that loads, skipping unreadable ones with a warning."""
+    failures = []
+    for path in resumable(checkpoint_dir):
+        try:
+            state = load(path, required)
+        except CheckpointError as error:
+            log.warning("%s; trying an older checkpoint", error)
+            failures.append(str(error))
+            continue
+        if failures:
+            log.warning("resuming from %s: newer checkpoints could not be read", path)
+        return path, state
+    if failures:
+        raise CheckpointError("no readable checkpoint to resume:\n  " + "\n  ".join(failures))
+    return None
 
 
 def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

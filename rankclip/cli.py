@@ -10,8 +10,29 @@ from pathlib import Path
 
 import yaml
 
+from rankclip.checkpoint import CheckpointError
 from rankclip.config import ConfigError, TrainConfig
 from rankclip.data.download import DownloadError
+from rankclip.data.loader import DataFaultError
+from rankclip.run_lock import OutputDirBusyError
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that takes only whole flag names (``--epoch`` is not ``--epochs``), as do its
+    sub-command parsers."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+class _Once(argparse.Action):
+    """Store a flag's value; the same flag twice is an error, not "the last one wins"."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if hasattr(namespace, self.dest):
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)!r} and {values!r})")
+        setattr(namespace, self.dest, values)
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, model: type[TrainConfig]) -> None:
@@ -21,6 +42,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, model: type[TrainConfig])
             f"--{name.replace('_', '-')}",
             dest=name,
             default=argparse.SUPPRESS,
+            action=_Once,
             metavar="VALUE",
             help=field.description,
         )
@@ -31,7 +53,7 @@ def _overrides(args: argparse.Namespace, model: type[TrainConfig]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankclip", description=__doc__)
+    parser = Parser(prog="rankclip", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one run (torchrun-aware)")
@@ -323,7 +345,15 @@ def main(argv: list[str] | None = None) -> int:
                 column_names=args.column_names,
             )
             print(f"{summary['successes']} of {summary['total']} samples in {summary['train_data']}")
-    except (ConfigError, ValueError, FileNotFoundError, DownloadError) as error:
+    except (
+        ConfigError,
+        ValueError,
+        FileNotFoundError,
+        DownloadError,
+        CheckpointError,
+        DataFaultError,
+        OutputDirBusyError,
+    ) as error:
         print(f"rankclip: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -33,6 +33,13 @@ class TrainConfig(BaseModel):
     shuffle_buffer: int = Field(1000, ge=0, description="Webdataset sample shuffle buffer (0: no shuffle).")
     workers: int = Field(2, ge=0, description="DataLoader workers per rank.")
     augment: bool = Field(False, description="open_clip's train augmentation; the paper uses none.")
+    max_skipped_fraction: float = Field(
+        0.001,
+        ge=0,
+        le=1,
+        description="Skip budget: the run stops when more than this fraction of its samples (or shards) "
+        "cannot be read or decoded; skips are counted in metrics.jsonl.",
+    )
     # model and loss
     model: str = Field("rankclip-tiny-vit", description="open_clip model name (ViT-B-32, RN50, RN101, ...).")
     loss: LossName = "rankclip"
@@ -67,6 +74,11 @@ class TrainConfig(BaseModel):
     checkpoint_every_steps: int | None = Field(None, gt=0, description="Also checkpoint every N steps.")
     log_every_steps: int = Field(10, gt=0)
     resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'none', or a path.")
+    on_config_change: Literal["error", "restart"] = Field(
+        "error",
+        description="When the checkpoint to resume was made with other settings: 'error' (name them and "
+        "stop) or 'restart' (move the old outputs to output_dir/superseded/<time>/ and start fresh).",
+    )
     progress: bool = True
     tensorboard: bool = True
 
@@ -77,6 +89,49 @@ class TrainConfig(BaseModel):
         if self.loss == "rankclip_in" and self.lambda_in == 0:
             raise ValueError("loss 'rankclip_in' needs lambda_in > 0")
         return self
+
+
+# Fields that do not change what a run computes: a checkpoint may be resumed under other values of these.
+# ``epochs`` may also grow (extending a run); every other field must match the checkpoint's.
+RUN_LOCAL_FIELDS = frozenset(
+    {
+        "output_dir",
+        "resume",
+        "on_config_change",
+        "progress",
+        "tensorboard",
+        "log_every_steps",
+        "checkpoint_every_steps",
+        "device",
+        "compile",
+        "max_skipped_fraction",
+    }
+)
+
+
+def changed_fields(stored: dict[str, Any], requested: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Result-changing fields whose requested value differs from a checkpoint's stored config.
+
+    Returns ``{field: (stored, requested)}``. Fields an older checkpoint lacks count as their default.
+    """
+    wanted = requested.model_dump(mode="json")
+    changes = {}
+    for name, value in wanted.items():
+        if name in RUN_LOCAL_FIELDS:
+            continue
+        field = TrainConfig.model_fields[name]
+        before = stored.get(name, None if field.is_required() else field.default)
+        if name == "epochs" and isinstance(before, int) and value >= before:
+            continue
+        if name == "train_data" and before is not None and _same_file(before, value):
+            continue
+        if before != value:
+            changes[name] = (before, value)
+    return changes
+
+
+def _same_file(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
 def _format_error(error: ValidationError) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -15,18 +16,23 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
-from rankclip.config import TrainConfig
-from rankclip.data.loader import BatchSpec, ShardStream, make_loader, open_train_data
+from rankclip.config import ConfigError, TrainConfig, changed_fields
+from rankclip.data.loader import BatchSpec, DataFaultError, ShardStream, make_loader, open_train_data
 from rankclip.distributed import DistInfo, barrier, init_distributed, mean_over_ranks
 from rankclip.losses import build_loss
 from rankclip.models import create_model
 from rankclip.optim import cosine_lr, make_optimizer
+from rankclip.run_lock import exclusive_output_dir
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or infinite; the message names the step."""
+
+
+class CheckpointConfigError(ConfigError):
+    """The checkpoint to resume was trained with other settings; the message names them."""
 
 
 def loss_kwargs(config: TrainConfig, dist_info: DistInfo) -> dict[str, Any]:
@@ -124,9 +130,19 @@ def train(config: TrainConfig) -> Path:
         )
     total_steps = steps_per_epoch * config.epochs
     output_dir = Path(config.output_dir)
-    checkpoint_dir = output_dir / "checkpoints"
     output_dir.mkdir(parents=True, exist_ok=True)
+    if not dist_info.is_main:
+        return _train(config, dist_info, precision, data, steps_per_epoch, total_steps)
+    with exclusive_output_dir(output_dir):
+        return _train(config, dist_info, precision, data, steps_per_epoch, total_steps)
 
+
+def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps: int) -> Path:
+    device = dist_info.device
+    output_dir = Path(config.output_dir)
+    checkpoint_dir = output_dir / "checkpoints"
+    global_batch = config.batch_size * dist_info.world_size
+    skip_budget = math.floor(config.max_skipped_fraction * total_steps * config.batch_size)
     torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -137,17 +153,17 @@ def train(config: TrainConfig) -> Path:
     )
     scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
 
-    step = 0
-    resume_path = _resume_path(config, checkpoint_dir)
-    if resume_path is not None:
-        state = ckpt.load(resume_path, required=("state_dict", "optimizer", "loss", "step"))
+    step = skipped = 0
+    resumed = _resume_state(config, checkpoint_dir, dist_info.is_main)
+    if resumed is not None:
+        resume_path, state = resumed
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         loss_fn.load_state_dict(state["loss"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
-        step = state["step"]
+        step, skipped = state["step"], state.get("skipped", 0)
         if dist_info.is_main:
             log.info("resumed from %s at step %d", resume_path, step)
     if step >= total_steps and (output_dir / "model.pt").exists():
@@ -170,6 +186,7 @@ def train(config: TrainConfig) -> Path:
         workers=config.workers,
         shuffle_buffer=config.shuffle_buffer,
         select=data.select,
+        skip_budget=skip_budget,
     )
     train_model = model
     if dist_info.world_size > 1:
@@ -190,6 +207,7 @@ def train(config: TrainConfig) -> Path:
                     "step": step,
                     "epoch": step // steps_per_epoch,
                     "rng": {"torch": torch.get_rng_state()},
+                    "skipped": skipped,
                     "model_name": config.model,
                     "config": config.model_dump(mode="json"),
                 },
@@ -209,7 +227,13 @@ def train(config: TrainConfig) -> Path:
                 unit="step",
             )
             tick = time.perf_counter()
-            for batch in make_loader(stream, config.workers):
+            for batch in _batches(stream, config.workers):
+                skipped += int(batch.pop("skipped"))
+                if skipped > skip_budget:
+                    raise DataFaultError(
+                        f"{skipped} unreadable training samples or shards by step {step + 1}, over the run's "
+                        f"skip budget of {skip_budget} (max_skipped_fraction {config.max_skipped_fraction})"
+                    )
                 terms = _train_step(
                     train_model,
                     loss_fn,
@@ -232,7 +256,8 @@ def train(config: TrainConfig) -> Path:
                 progress.update(1)
                 progress.set_postfix(loss=f"{terms['loss']:.4f}", samples_s=f"{samples_per_s:.0f}")
                 if step % config.log_every_steps == 0 or step == total_steps:
-                    metrics.write(step, {**terms, "epoch": epoch + 1, "samples_per_s": samples_per_s})
+                    values = {**terms, "epoch": epoch + 1, "samples_per_s": samples_per_s, "skipped": skipped}
+                    metrics.write(step, values)
                 if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     save(checkpoint_dir / ckpt.LATEST)
             progress.close()
@@ -248,6 +273,7 @@ def train(config: TrainConfig) -> Path:
                 "state_dict": ckpt.strip_module_prefix(model.state_dict()),
                 "model_name": config.model,
                 "step": step,
+                "skipped": skipped,
                 "config": config.model_dump(mode="json"),
             },
             final,
@@ -256,12 +282,79 @@ def train(config: TrainConfig) -> Path:
     return final
 
 
-def _resume_path(config: TrainConfig, checkpoint_dir: Path) -> Path | None:
+def _batches(stream: ShardStream, workers: int):
+    """The loader's batches; a data fault in a worker process surfaces as its own one-line error."""
+    try:
+        yield from make_loader(stream, workers)
+    except DataFaultError as error:  # DataLoader re-raises a worker's error with its whole traceback
+        raise DataFaultError(str(error).strip().splitlines()[-1].split("DataFaultError: ")[-1]) from None
+
+
+RESUME_KEYS = ("state_dict", "optimizer", "loss", "step")
+
+
+def _resume_state(config: TrainConfig, checkpoint_dir: Path, is_main: bool) -> tuple[Path, dict] | None:
+    """The checkpoint to resume and its state, checked against ``config`` (None: start fresh)."""
     if config.resume == "none":
         return None
     if config.resume == "auto":
-        return ckpt.find_latest(checkpoint_dir)
-    return Path(config.resume)
+        found = ckpt.load_newest_valid(checkpoint_dir, RESUME_KEYS)
+    else:
+        found = Path(config.resume), ckpt.load(Path(config.resume), RESUME_KEYS)
+    if found is None:
+        return None
+    path, state = found
+    changes = changed_fields(state.get("config", {}), config)
+    if not changes:
+        return found
+    if config.on_config_change == "restart" and config.resume == "auto":
+        if is_main:
+            moved_to = supersede_outputs(Path(config.output_dir))
+            log.warning(
+                "settings changed since %s (%s): starting fresh; the old outputs are in %s",
+                path,
+                ", ".join(changes),
+                moved_to,
+            )
+        return None
+    raise CheckpointConfigError(describe_changes(path, changes))
+
+
+def describe_changes(path: Path, changes: dict) -> str:
+    """One line for a model/loss mismatch, then every other changed field with both values."""
+    lines = []
+    if {"model", "loss"} & changes.keys():
+        stored = {name: changes.get(name, (None, None))[0] for name in ("model", "loss")}
+        asked = {name: changes.get(name, (None, None))[1] for name in ("model", "loss")}
+        lines.append(
+            f"checkpoint {path} is "
+            + " / ".join(f"{k} {v}" for k, v in stored.items() if k in changes)
+            + ", you asked for "
+            + " / ".join(f"{k} {v}" for k, v in asked.items() if k in changes)
+        )
+    others = {k: v for k, v in changes.items() if k not in ("model", "loss")}
+    if others:
+        lines.append(
+            f"checkpoint {path} was trained with other settings: "
+            + "; ".join(
+                f"{k} {before!r} (checkpoint) vs {after!r} (now)" for k, (before, after) in others.items()
+            )
+        )
+    lines.append(
+        "to train these settings from scratch, pass --resume none (overwrites the old checkpoints), "
+        "--on-config-change restart (moves them to superseded/), or another --output-dir"
+    )
+    return "\n".join(lines)
+
+
+def supersede_outputs(output_dir: Path) -> Path:
+    """Move a run's checkpoints, metrics, TensorBoard logs and model to ``superseded/<UTC time>/``."""
+    target = output_dir / "superseded" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoints", "metrics.jsonl", "tensorboard", "model.pt"):
+        if (output_dir / name).exists():
+            shutil.move(output_dir / name, target / name)
+    return target
 
 
 def _train_step(

@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from rankclip.data.loader import BatchSpec, ShardStream, expand_shards, make_loader, steps_of_role
+from rankclip.data.loader import (
+    BatchSpec,
+    FaultCounter,
+    ShardStream,
+    expand_shards,
+    make_loader,
+    steps_of_role,
+)
 from rankclip.models import create_model
 
 
@@ -76,7 +83,9 @@ def test_ranks_read_disjoint_shards(colour_shards, spec):
             workers=2,
             shuffle_buffer=0,
         )
-        keys.append({url["url"] for role in range(2) for url in list(_take(stream._shard_urls(role), 2))})
+        keys.append(
+            {url["url"] for role in range(2) for url in _take(stream._shard_urls(role, FaultCounter(0)), 2)}
+        )
     assert keys[0] and keys[1] and not keys[0] & keys[1]
 
 

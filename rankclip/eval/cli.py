@@ -155,7 +155,9 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rankclip")
+    from rankclip.cli import Parser  # whole flag names only, in every sub-command
+
+    parser = Parser(prog="rankclip")
     add_eval_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 

@@ -3,7 +3,10 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from rankclip.workflow_config import check_names
+
 validate(config, workflow.source_path("../../config/schema.yaml"))
+check_names(config)  # every method, backbone and dataset name the config uses exists
 
 RUN_ID = "{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__s{seed}"
 DATA = Path("resources") / config["name"]
@@ -83,6 +86,7 @@ def train_flags(wildcards):
         lambda_cross=run["lambda_cross"],
         lambda_in=run["lambda_in"],
         progress=False,
+        on_config_change="restart",  # a params change reruns the job: train afresh, old outputs kept
     )
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in values.items())
 

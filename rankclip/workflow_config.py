@@ -1,0 +1,77 @@
+"""Names in the workflow config checked against what exists, at DAG time (torch-free: the Snakefile imports it).
+
+The JSON schema (config/schema.yaml) checks types and shapes; this module checks that every method, backbone
+and dataset name the config uses is one the package knows or the config itself defines, so a typo stops
+``snakemake`` before any job runs, with the key at fault named.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any, get_args
+
+from rankclip.config import ConfigError, LossName
+
+METHODS = get_args(LossName)
+OUR_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+
+
+def known_models() -> set[str]:
+    """Model names open_clip can build: its architecture configs plus ours (read without importing torch)."""
+    spec = importlib.util.find_spec("open_clip")
+    folders = [OUR_MODEL_CONFIGS]
+    if spec is not None and spec.submodule_search_locations:
+        folders.append(Path(next(iter(spec.submodule_search_locations))) / "model_configs")
+    return {path.stem for folder in folders for path in folder.glob("*.json")}
+
+
+def evaluated(config: dict[str, Any], task: str) -> set[str]:
+    """The datasets that some run is evaluated on with ``task``."""
+    pairs = [pair.split(":") for key in ("every_run", "main_runs") for pair in config["eval"].get(key, [])]
+    return {dataset for pair_task, dataset in pairs if pair_task == task}
+
+
+def name_problems(config: dict[str, Any], models: set[str] | None = None) -> list[str]:
+    """Every unknown name in ``config``, as ``key: message`` lines (empty: all names are known)."""
+    models = known_models() if models is None else models
+    runs, evals, report = config["runs"], config["eval"], config.get("report", {})
+    problems = []
+
+    def check(key: str, names, known, what: str) -> None:
+        for name in names:
+            if name not in known:
+                problems.append(f"{key}: {name!r} is not {what} (known: {', '.join(map(str, sorted(known)))})")
+
+    for key in ("methods", "backbone_methods", "data_size_methods"):
+        check(f"runs.{key}", runs.get(key, []), METHODS, "a method")
+    model_names = sorted(models)
+    for key, names in (("runs.backbone", [runs["backbone"]]), ("runs.backbones", runs.get("backbones", []))):
+        for name in names:
+            if name not in models:
+                near = [m for m in model_names if m.lower().startswith(name.lower()[:3])][:8]
+                problems.append(f"{key}: {name!r} is not an open_clip model (similar: {', '.join(near) or '-'})")
+    datasets = evals["datasets"]
+    for key in ("every_run", "main_runs", "backbone_runs"):
+        check(f"eval.{key}", [pair.split(":")[1] for pair in evals.get(key, [])], datasets, "in eval.datasets")
+    zeroshot, retrieval = evaluated(config, "zeroshot"), evaluated(config, "retrieval")
+    if "zeroshot" in report:
+        check("report.zeroshot", [report["zeroshot"]], zeroshot, "evaluated with zeroshot")
+    if "retrieval" in report:
+        check("report.retrieval", [report["retrieval"]], retrieval, "evaluated with retrieval")
+    check("report.shift", report.get("shift", {}), zeroshot, "evaluated with zeroshot")
+    if report.get("robustness") is not None:
+        check("report.robustness", [report["robustness"]], report.get("shift", {}), "in report.shift")
+    check("report.linear_probe", report.get("linear_probe", {}), evaluated(config, "linear_probe"), "probed")
+    backbones = {runs["backbone"], *runs.get("backbones", [])}
+    check("report.backbones", report.get("backbones", {}), backbones, "a trained backbone")
+    sizes = {runs["data_size"], *runs.get("data_sizes", [])}
+    check("report.data_sizes", [int(size) for size in report.get("data_sizes", {})], sizes, "a trained size")
+    return problems
+
+
+def check_names(config: dict[str, Any]) -> None:
+    """Raise ConfigError listing every unknown name in the workflow config."""
+    problems = name_problems(config)
+    if problems:
+        raise ConfigError("invalid workflow config:\n  " + "\n  ".join(problems))
