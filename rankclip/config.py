@@ -55,7 +55,12 @@ class TrainConfig(BaseModel):
     alip_momentum: float = Field(0.99, ge=0, lt=1)
     # optimisation
     epochs: int = Field(64, gt=0)
-    batch_size: int = Field(128, gt=0, description="Per-rank batch size.")
+    batch_size: int = Field(
+        128,
+        gt=0,
+        description="Global batch (all ranks together), as in the authors' code; each rank takes "
+        "batch_size / world_size, which must divide.",
+    )
     lr: float = Field(5e-4, gt=0)
     beta1: float = Field(0.9, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)

@@ -122,7 +122,11 @@ def train(config: TrainConfig) -> Path:
         raise ValueError(
             "train_num_samples is required when train_data is a shard URL, not a subset manifest"
         )
-    global_batch = config.batch_size * dist_info.world_size
+    global_batch = config.batch_size
+    if global_batch % dist_info.world_size:
+        raise ValueError(
+            f"batch_size {global_batch} (the global batch) does not divide over {dist_info.world_size} ranks"
+        )
     steps_per_epoch = num_samples // global_batch
     if steps_per_epoch == 0:
         raise ValueError(
@@ -141,8 +145,9 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
     device = dist_info.device
     output_dir = Path(config.output_dir)
     checkpoint_dir = output_dir / "checkpoints"
-    global_batch = config.batch_size * dist_info.world_size
-    skip_budget = math.floor(config.max_skipped_fraction * total_steps * config.batch_size)
+    global_batch = config.batch_size
+    rank_batch = global_batch // dist_info.world_size
+    skip_budget = math.floor(config.max_skipped_fraction * total_steps * rank_batch)
     torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -170,7 +175,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
         return output_dir / "model.pt"
 
     spec = BatchSpec(
-        batch_size=config.batch_size,
+        batch_size=rank_batch,
         image_transform=preprocess_train if config.augment else preprocess_val,
         tokenizer=tokenizer,
         caption_key=config.caption_key,

@@ -126,6 +126,7 @@ def write_synthetic_results(
                 data_size=run["data_size"],
                 seed=run["seed"],
                 train_step=32,
+                train_skipped=3 if run["method"] == "alip" else 0,
                 train_config={
                     "loss": run["method"],
                     "lambda_cross": run["lambda_cross"],

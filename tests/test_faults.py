@@ -263,7 +263,8 @@ def test_schema_train_section_lists_trainconfig_fields():
         ({"runs": {"backbones": ["rn50"]}}, "runs.backbones: 'rn50' is not an open_clip model"),
         ({"report": {"zeroshot": "shapez"}}, "report.zeroshot: 'shapez' is not evaluated with zeroshot"),
         ({"report": {"retrieval": "shapes"}}, "report.retrieval: 'shapes' is not evaluated with retrieval"),
-        ({"report": {"data_sizes": {1024: 500000}}}, "report.data_sizes: 1024 is not a trained size"),
+        ({"report": {"shift": {"shapes_sketchy": "imagenet_r"}}}, "report.shift: 'shapes_sketchy' is not in"),
+        ({"report": {"backbones": {"RN-50": "RN50"}}}, "report.backbones: 'RN-50' is not an open_clip model"),
     ],
 )
 def test_unknown_names_are_found_with_the_key(sections, message):

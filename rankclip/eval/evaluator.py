@@ -107,6 +107,7 @@ class RunInfo:
     data_size: int | None = None
     seed: int | None = None
     train_step: int | None = None
+    train_skipped: int | None = None
     train_config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -136,6 +137,7 @@ class RunInfo:
             data_size=data_size,
             seed=config.get("seed") if seed is None else seed,
             train_step=checkpoint.get("step"),
+            train_skipped=checkpoint.get("skipped"),
             train_config=_json_scalars(config),
         )
 
@@ -199,6 +201,7 @@ class Evaluator:
             data_size=run.data_size,
             seed=run.seed,
             train_step=run.train_step,
+            train_skipped=run.train_skipped,
             train_config=run.train_config,
             checkpoint_path=str(self.encoder.checkpoint_path),
             checkpoint_sha256=self.encoder.checkpoint_sha256,

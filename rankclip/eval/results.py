@@ -82,6 +82,9 @@ class EvalResult(BaseModel):
     data_size: int | None = Field(None, gt=0, description="Training pairs per epoch (data-size ablation).")
     seed: int | None = Field(None, description="Training seed.")
     train_step: int | None = Field(None, ge=0, description="Optimiser steps done when checkpointed.")
+    train_skipped: int | None = Field(
+        None, ge=0, description="Unreadable training samples or shards the run skipped (its skip budget)."
+    )
     train_config: dict[str, Any] = Field(
         default_factory=dict, description="The checkpoint's training config (lambdas, epochs, ...)."
     )

@@ -83,3 +83,41 @@ def test_killed_training_job_resumes_from_its_checkpoint(tmp_path: Path):
     assert model.exists()
     steps = logged_steps(model.parent)
     assert steps == sorted(set(steps)) and steps[-1] == STEPS  # no step logged twice, none lost at the end
+
+
+@pytest.mark.slow
+def test_changed_settings_rerun_the_job_afresh_and_keep_the_old_outputs(tmp_path: Path):
+    """Snakemake reruns a job whose params changed; the run starts fresh instead of resuming old weights."""
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    tiny = TINY | {"train": TINY["train"] | {"epochs": 1}}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    (tmp_path / "tiny-lr.yaml").write_text(yaml.safe_dump(tiny | {"train": tiny["train"] | {"lr": 0.002}}))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    model = tmp_path / "results" / "tiny" / "runs" / RUN_ID / "model.pt"
+
+    def snakemake(configfile: str) -> str:
+        command = [
+            sys.executable, "-m", "snakemake", "--cores", "2", "--configfile", configfile,
+            "--snakefile", str(REPO / "workflow" / "Snakefile"), "--directory", str(tmp_path),
+            str(model.relative_to(tmp_path)),
+        ]  # fmt: skip
+        result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    snakemake("tiny.yaml")
+    first = torch_load(model)
+    assert "rule train" in snakemake("tiny-lr.yaml")  # params changed: the job reruns
+    second = torch_load(model)
+    assert (first["config"]["lr"], second["config"]["lr"]) == (0.001, 0.002)
+    (superseded,) = (model.parent / "superseded").iterdir()
+    kept = torch_load(superseded / "checkpoints" / "latest.pt")
+    assert kept["config"]["lr"] == 0.001 and kept["step"] == second["step"] == 512 // 64
+    assert logged_steps(model.parent) == list(range(4, 9, 4))  # a fresh metrics log, from step 1
+    assert "starting fresh" in (tmp_path / "logs" / "tiny" / "train" / f"{RUN_ID}.log").read_text()
+
+
+def torch_load(path: Path) -> dict:
+    from rankclip.checkpoint import load
+
+    return load(path)
