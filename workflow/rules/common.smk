@@ -3,6 +3,8 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from rankclip.code_hash import stage_code_hash
+
 validate(config, workflow.source_path("../../config/schema.yaml"))
 
 RUN_ID = "{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__s{seed}"
@@ -11,11 +13,10 @@ RESULTS = Path("results") / config["name"]
 LOGS = Path("logs") / config["name"]
 
 
-def code_version():
-    """Rules whose outputs depend on the rankclip package rerun when its version changes."""
-    import rankclip
-
-    return rankclip.__version__
+def code_hash(stage, *extra):
+    """Hash of the files `stage` runs (rankclip/code_hash.py), in this workflow's repository: a rule with
+    it in `params` reruns when that code changes."""
+    return stage_code_hash(stage, *extra, root=Path(workflow.basedir).parent)
 
 
 def run_ids():
