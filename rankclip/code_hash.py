@@ -15,7 +15,6 @@ Plain Python (no torch, no numpy): the workflow imports it while parsing.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 from pathlib import Path
 
 __all__ = ["HASH_LENGTH", "STAGE_CODE", "stage_code_hash", "stage_files"]
@@ -32,6 +31,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
     "captions": ("rankclip/data/captions.py", "rankclip/data/loader.py", _SHARDS),
     "subsets": ("rankclip/data/subsets.py", _SHARDS),
     "eval_sets": (
+        "rankclip/data/evalset_registry.py",
         "rankclip/data/evalsets.py",
         "rankclip/data/evalset_io.py",
         "rankclip/data/imagenet.py",
@@ -54,7 +54,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/data/loader.py",
     ),
     "eval": ("rankclip/eval",),
-    # the tables, the notebooks' library and the HTML report (a notebook rule adds its own notebook)
+    # the tables, the notebooks' library and the HTML report (a notebook job's notebook is its input)
     "report": ("rankclip/report.py", "rankclip/report_html.py"),
 }
 _SUFFIXES = (".py", ".json")
@@ -86,7 +86,6 @@ def stage_files(stage: str, *extra: str, root: Path | str | None = None) -> list
     return sorted(files)
 
 
-@cache
 def _hash(stage: str, extra: tuple[str, ...], root: Path) -> str:
     digest = hashlib.sha256()
     for name in stage_files(stage, *extra, root=root):
@@ -100,6 +99,6 @@ def stage_code_hash(stage: str, *extra: str, root: Path | str | None = None) -> 
     """Short sha256 (16 hex digits) of the sorted relative paths and contents of the files ``stage`` runs.
 
     ``extra``: more files of this job (a notebook). ``root``: the repository whose files are hashed
-    (default: the one of the imported package; the workflow passes its own). Cached per process.
+    (default: the one of the imported package; the workflow passes its own).
     """
     return _hash(stage, tuple(extra), Path(root).resolve() if root is not None else repo_root())

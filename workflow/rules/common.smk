@@ -13,10 +13,11 @@ RESULTS = Path("results") / config["name"]
 LOGS = Path("logs") / config["name"]
 
 
-def code_hash(stage, *extra):
-    """Hash of the files `stage` runs (rankclip/code_hash.py), in this workflow's repository: a rule with
-    it in `params` reruns when that code changes."""
-    return stage_code_hash(stage, *extra, root=Path(workflow.basedir).parent)
+def code_hash(stage):
+    """Hash of the files `stage` runs (rankclip/code_hash.py), in this workflow's repository (else in the
+    installed package's): a rule with it in `params` reruns when that code changes."""
+    repo = Path(workflow.basedir).parent
+    return stage_code_hash(stage, root=repo if (repo / "rankclip").is_dir() else None)
 
 
 def run_ids():

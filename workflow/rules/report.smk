@@ -34,7 +34,7 @@ rule notebook:
     params:
         results_dir=RESULTS / "eval",
         parameters=NOTEBOOK_PARAMETERS,
-        code=lambda wildcards: code_hash("report", f"notebooks/{wildcards.notebook}.py"),
+        code=code_hash("report"),  # the notebook itself is an input
     shell:
         "(jupytext --to ipynb -o - {input.notebook} | papermill - {output.ipynb} -k python3 --no-progress-bar "
         "-p results_csv {input.results} -p results_dir {params.results_dir} -p out_dir {output.out_dir} "
