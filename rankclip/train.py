@@ -15,6 +15,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
+from rankclip.code_hash import stage_code_hash
 from rankclip.config import TrainConfig
 from rankclip.data.loader import BatchSpec, ShardStream, make_loader, open_train_data
 from rankclip.distributed import DistInfo, barrier, init_distributed, mean_over_ranks
@@ -249,6 +250,7 @@ def train(config: TrainConfig) -> Path:
                 "model_name": config.model,
                 "step": step,
                 "config": config.model_dump(mode="json"),
+                "code_hash": stage_code_hash("train"),
             },
             final,
         )
