@@ -12,6 +12,7 @@ functions and only draw; ``ReportOutputs`` saves their tables (CSV + Markdown) a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rankclip.code_hash import stage_code_hash
 from rankclip.eval.results import EvalResult, read_result, results_frame
 
 # Task names of the results files.
@@ -111,6 +113,11 @@ PAPER_FIG4 = {
 METHOD_ORDER = ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
 SOURCES = ("ours", "paper", "ours - paper")
 NO_COUNTERPART = "-"
+# A number made (in part) from results whose code_hash is not the current evaluation code's.
+STALE_MARK = "\u2020"
+STALE_NOTE = (
+    f"{STALE_MARK} made by older evaluation code (results whose code_hash differs from the current one)."
+)
 
 
 # ------------------------------------------------------------------------------------------ roles
@@ -272,11 +279,13 @@ def to_markdown(table: pd.DataFrame, decimals: int = 2) -> str:
     keys = key_columns(table)
     body = table.drop(columns=[*keys, "source"])
     body.index = [" ".join(str(v) for v in row[keys]) + f" ({row['source']})" for _, row in table.iterrows()]
-    return _markdown(body, decimals)
+    stale = table.attrs.get("stale", [])
+    return _markdown(body, decimals, marks=stale) + (f"\n{STALE_NOTE}\n" if stale else "")
 
 
-def _markdown(body: pd.DataFrame, decimals: int = 2, index: bool = True) -> str:
-    """Numbers with ``decimals`` places, empty cells as ``-``, numbers right-aligned."""
+def _markdown(body: pd.DataFrame, decimals: int = 2, index: bool = True, marks=()) -> str:
+    """Numbers with ``decimals`` places, empty cells as ``-``, numbers right-aligned; ``marks``: [row
+    position, column] of cells that get ``STALE_MARK``."""
 
     def cell(value) -> str:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -288,6 +297,8 @@ def _markdown(body: pd.DataFrame, decimals: int = 2, index: bool = True) -> str:
     numeric = [pd.api.types.is_numeric_dtype(body[c]) for c in body.columns]
     align = (("left",) if index else ()) + tuple("right" if n else "left" for n in numeric)
     cells = body.astype(object).map(cell)
+    for position, column in marks:
+        cells.iloc[position, cells.columns.get_loc(column)] += STALE_MARK
     return cells.to_markdown(index=index, disable_numparse=True, colalign=align) + "\n"
 
 
@@ -302,7 +313,59 @@ def _paper(values: dict, columns: list[str], names: list[str]) -> pd.DataFrame:
     return frame
 
 
+# ------------------------------------------------------------------------------------------ staleness
+def is_stale(frame: pd.DataFrame, current: str | None = None) -> pd.Series:
+    """Rows made by evaluation code other than ``current`` (default: the installed code's hash); a row
+    without ``code_hash`` (written before hashes were recorded) counts as stale."""
+    current = current or stage_code_hash("eval")
+    if "code_hash" not in frame:
+        return pd.Series(True, index=frame.index)
+    return frame["code_hash"].ne(current)
+
+
+def _metric_columns(frame: pd.DataFrame) -> list[str]:
+    fields = {*EvalResult.model_fields, "lambda_cross", "lambda_in"}
+    return [c for c in frame.columns if c not in fields and pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def _changed_cells(table: pd.DataFrame, other: pd.DataFrame) -> list[list]:
+    """[row position, column] of ``table``'s values that differ in ``other`` (rows matched by key, source)."""
+    keys = [*key_columns(table), "source"]
+    values = [c for c in table.columns if c not in keys]
+    rows = {tuple(map(str, row[keys])): row for _, row in other.iterrows()}
+    cells = []
+    for position, (_, row) in enumerate(table.iterrows()):
+        twin = rows.get(tuple(map(str, row[keys])))
+        for column in values:
+            value = row[column]
+            if pd.isna(value):
+                continue
+            if twin is None or pd.isna(twin[column]) or not math.isclose(value, twin[column], abs_tol=1e-9):
+                cells.append([position, column])
+    return cells
+
+
+def marks_stale(table_function):
+    """A ``compare`` table function whose result lists, in ``attrs["stale"]``, the cells made (in part)
+    from stale results: the table is made again with those results' metrics shifted, and the cells that
+    move are theirs."""
+
+    @functools.wraps(table_function)
+    def wrapper(frame: pd.DataFrame, *args, **kwargs) -> pd.DataFrame:
+        table = table_function(frame, *args, **kwargs)
+        stale = is_stale(frame)
+        if stale.any() and len(table):
+            shifted = prepare(frame)
+            columns = _metric_columns(shifted)
+            shifted.loc[stale.to_numpy(), columns] = shifted.loc[stale.to_numpy(), columns] + 1000.0
+            table.attrs["stale"] = _changed_cells(table, table_function(shifted, *args, **kwargs))
+        return table
+
+    return wrapper
+
+
 # ------------------------------------------------------------------------------------------ tables
+@marks_stale
 def table1(frame: pd.DataFrame, backbone: str, data_size: int, zeroshot: str, retrieval: str) -> pd.DataFrame:
     """Table 1: zero-shot top-1/3/5 on ``zeroshot`` and Recall@1/5/10 on ``retrieval`` of the main runs."""
     zs = select(frame, ZEROSHOT, zeroshot, backbone, data_size)
@@ -314,6 +377,7 @@ def table1(frame: pd.DataFrame, backbone: str, data_size: int, zeroshot: str, re
     return compare(ours, paper, method_order([*ours.index, *paper.index]))
 
 
+@marks_stale
 def table2(frame: pd.DataFrame, backbone: str, data_size: int, shift: dict[str, str]) -> pd.DataFrame:
     """Table 2: top-1/3/5 on each shifted dataset (columns ``<dataset> top<k>``), the paper's benchmark
     that ``shift`` maps it to beside."""
@@ -343,6 +407,7 @@ def _linear_probe_percent(rows: pd.DataFrame, keys: list[str], datasets: list[st
     return table
 
 
+@marks_stale
 def table3(
     frame: pd.DataFrame, backbone: str, data_size: int, linear_probe: dict[str, str | None]
 ) -> pd.DataFrame:
@@ -367,6 +432,7 @@ def table3(
     return compare(ours, paper, method_order([*ours.index, *paper.index]))
 
 
+@marks_stale
 def table4(
     frame: pd.DataFrame,
     data_size: int,
@@ -414,6 +480,7 @@ def table4(
     return compare(ours, paper, order)
 
 
+@marks_stale
 def lambda_sweep(
     frame: pd.DataFrame,
     backbone: str,
@@ -453,6 +520,7 @@ def size_label(size: int | None) -> str:
     return f"{size / 1e6:g}M" if size >= 1_000_000 else f"{size / 1e3:g}K"
 
 
+@marks_stale
 def data_size_curve(
     frame: pd.DataFrame,
     backbone: str,
@@ -510,6 +578,7 @@ def robustness_points(frame: pd.DataFrame, zeroshot: str, shift: str) -> pd.Data
     return points.reset_index(drop=True)
 
 
+@marks_stale
 def robustness_table(
     frame: pd.DataFrame, backbone: str, data_size: int, zeroshot: str, shift: str, benchmark: str
 ) -> pd.DataFrame:
@@ -536,6 +605,7 @@ def robustness_table(
     return compare(ours, paper, method_order([*ours.index, *paper.index]))
 
 
+@marks_stale
 def modality_gap_table(frame: pd.DataFrame, backbone: str, data_size: int, dataset: str) -> pd.DataFrame:
     """Fig. 6: modality gap ||mean(I) - mean(T)|| and mean paired cosine of the main runs (not percent).
     PAPER.md gives no number for them, so there are ``ours`` rows only."""
@@ -646,6 +716,8 @@ class ReportOutputs:
             markdown = _markdown(table, decimals, index=False)
         _write_text(self.out_dir / f"{name}.md", f"**{title}**\n\n{markdown}\n{caption}\n")
         item = {"kind": "table", "name": name, "title": title, "caption": caption, "csv": csv.name}
+        if table.attrs.get("stale"):
+            item |= {"caption": f"{caption} {STALE_NOTE}".strip(), "stale": table.attrs["stale"]}
         self._add(item | {"md": f"{name}.md", "decimals": decimals})
         return csv
 

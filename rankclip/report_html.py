@@ -28,8 +28,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from rankclip.code_hash import stage_code_hash
 from rankclip.eval.hashing import code_version, sha256_file, sha256_json
-from rankclip.report import key_columns, results_with_paths
+from rankclip.report import STALE_MARK, key_columns, results_with_paths
 
 __all__ = ["build_report", "data_versions", "dvc_outputs", "folder_hash"]
 
@@ -163,13 +164,15 @@ def _cell(value: Any, decimals: int, diff: bool = False) -> str:
     return f"<td>{_esc(value)}</td>"
 
 
-def table_html(frame: pd.DataFrame, decimals: int = 2, table_id: str = "") -> str:
-    """A results table; a ``compare`` table (with ``source``) gets its paper and difference rows styled."""
+def table_html(frame: pd.DataFrame, decimals: int = 2, table_id: str = "", stale=()) -> str:
+    """A results table; a ``compare`` table (with ``source``) gets its paper and difference rows styled;
+    ``stale``: [row position, column] of cells made by older evaluation code, marked ``STALE_MARK``."""
+    marked = {(position, column) for position, column in stale}
     has_source = "source" in frame.columns
     keys = key_columns(frame) if has_source else []
     head = "".join(f"<th>{_esc(c)}</th>" for c in frame.columns)
     rows = []
-    for record in frame.to_dict("records"):
+    for position, record in enumerate(frame.to_dict("records")):
         source = record.get("source") if has_source else None
         kind = {"ours": "ours", "paper": "paper"}.get(source, "diff") if has_source else ""
         cells = []
@@ -178,7 +181,10 @@ def table_html(frame: pd.DataFrame, decimals: int = 2, table_id: str = "") -> st
             if isinstance(value, float) and value.is_integer() and column in keys:
                 value = int(value)
             is_value = has_source and column not in keys and column != "source"
-            cells.append(_cell(value, decimals, diff=is_value and kind == "diff"))
+            cell = _cell(value, decimals, diff=is_value and kind == "diff")
+            if (position, column) in marked:
+                cell = cell.replace("</td>", f'<sup class="stale">{STALE_MARK}</sup></td>')
+            cells.append(cell)
         rows.append(
             f'<tr class="src-{kind}">' + "".join(cells) + "</tr>"
             if kind
@@ -218,7 +224,7 @@ def _notebook_section(folder: Path) -> tuple[str, str, str]:
                 frame = pd.read_csv(folder / item["csv"])
             except pd.errors.EmptyDataError:  # a table with no columns at all
                 frame = pd.DataFrame()
-            parts.append(table_html(frame, int(item.get("decimals", 2)), ident))
+            parts.append(table_html(frame, int(item.get("decimals", 2)), ident, item.get("stale", ())))
             if item.get("caption"):
                 parts.append(f'<p class="caption">{_text(item["caption"])}</p>')
         elif item["kind"] == "figure":
@@ -245,6 +251,16 @@ def _provenance(
     parts.append(f"<li>report built with rankclip <code>{_esc(code_version())}</code></li>")
     for version, count in sorted(Counter(r.code_version for _, r in results).items()):
         parts.append(f"<li>{count} result(s) computed with rankclip <code>{_esc(version)}</code></li>")
+    current = stage_code_hash("eval")
+    parts.append(f"<li>current evaluation code: <code>{current}</code> (rankclip/code_hash.py)</li>")
+    stale = [path for path, r in results if r.code_hash != current]
+    if stale:
+        parts.append(
+            f'<li class="stale">{len(stale)} result(s) made by other evaluation code; the numbers made '
+            f"from them are marked {STALE_MARK}: "
+            + ", ".join(f"<code>{_esc(Path(p).relative_to(results_dir))}</code>" for p in stale)
+            + "</li>"
+        )
     parts.append("</ul>")
     parts.append("<h3>Configuration</h3>")
     if config:

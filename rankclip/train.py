@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
+from rankclip.code_hash import stage_code_hash
 from rankclip.config import ConfigError, TrainConfig, changed_fields
 from rankclip.data.loader import BatchSpec, DataFaultError, ShardStream, make_loader, open_train_data
 from rankclip.distributed import DistInfo, barrier, init_distributed, mean_over_ranks
@@ -148,6 +149,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
     global_batch = config.batch_size
     rank_batch = global_batch // dist_info.world_size
     skip_budget = math.floor(config.max_skipped_fraction * total_steps * rank_batch)
+    code_hash = stage_code_hash("train")
     torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -159,7 +161,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
     scaler = torch.amp.GradScaler("cuda") if precision == "amp" else None
 
     step = skipped = 0
-    resumed = _resume_state(config, checkpoint_dir, dist_info.is_main)
+    resumed = _resume_state(config, checkpoint_dir, dist_info.is_main, code_hash)
     if resumed is not None:
         resume_path, state = resumed
         model.load_state_dict(state["state_dict"])
@@ -213,6 +215,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
                     "epoch": step // steps_per_epoch,
                     "rng": {"torch": torch.get_rng_state()},
                     "skipped": skipped,
+                    "code_hash": code_hash,
                     "model_name": config.model,
                     "config": config.model_dump(mode="json"),
                 },
@@ -280,6 +283,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
                 "step": step,
                 "skipped": skipped,
                 "config": config.model_dump(mode="json"),
+                "code_hash": code_hash,
             },
             final,
         )
@@ -298,8 +302,11 @@ def _batches(stream: ShardStream, workers: int):
 RESUME_KEYS = ("state_dict", "optimizer", "loss", "step")
 
 
-def _resume_state(config: TrainConfig, checkpoint_dir: Path, is_main: bool) -> tuple[Path, dict] | None:
-    """The checkpoint to resume and its state, checked against ``config`` (None: start fresh)."""
+def _resume_state(
+    config: TrainConfig, checkpoint_dir: Path, is_main: bool, code_hash: str
+) -> tuple[Path, dict] | None:
+    """The checkpoint to resume and its state, checked against ``config`` and the training code's hash
+    (None: start fresh)."""
     if config.resume == "none":
         return None
     if config.resume == "auto":
@@ -310,6 +317,8 @@ def _resume_state(config: TrainConfig, checkpoint_dir: Path, is_main: bool) -> t
         return None
     path, state = found
     changes = changed_fields(state.get("config", {}), config)
+    if state.get("code_hash", code_hash) != code_hash:  # rankclip/code_hash.py: the training stage's files
+        changes["code"] = (state["code_hash"], code_hash)
     if not changes:
         return found
     if config.on_config_change == "restart" and config.resume == "auto":

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from rankclip.code_hash import stage_code_hash
 from rankclip.eval.analysis import write_retrieval_examples
 from rankclip.eval.results import EvalResult, write_result
 
@@ -100,10 +101,11 @@ def _metrics(task: str, rng, quality: float) -> dict[str, float]:
 
 
 def write_synthetic_results(
-    results_dir: Path, runs: list[dict] | None = None, points: int = 20
+    results_dir: Path, runs: list[dict] | None = None, points: int = 20, code_hash: str | None = None
 ) -> list[Path]:
     """Results JSONs (and the gap task's UMAP and retrieval-example CSVs) for ``runs`` (default: the
-    demo config), one per (run, benchmark) as the workflow asks; RankCLIP scores a little above CLIP."""
+    demo config), one per (run, benchmark) as the workflow asks; RankCLIP scores a little above CLIP.
+    ``code_hash``: the evaluation code hash they carry (default: the current one)."""
     runs = demo_runs() if runs is None else runs
     written = []
     for run in runs:
@@ -145,6 +147,7 @@ def write_synthetic_results(
                 metrics=_metrics(task, rng, quality),
                 artifacts=artifacts,
                 code_version="0.1.0+tree.0123456789ab",
+                code_hash=stage_code_hash("eval") if code_hash is None else code_hash,
                 created_at=datetime(2026, 1, 1, tzinfo=UTC),
                 duration_s=1.0,
             )

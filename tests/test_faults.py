@@ -370,3 +370,14 @@ def test_truncated_tar_helper_really_truncates(good_shards, tmp_path):
     with pytest.raises(tarfile.ReadError), tarfile.open(tmp_path / "s" / "b.tar") as tar:
         for member in tar:
             tar.extractfile(member).read()
+
+
+def test_resume_after_a_training_code_edit_is_refused(finished_run, good_shards, tmp_path, monkeypatch):
+    run = clone_run(finished_run, tmp_path / "run")
+    (run / "model.pt").unlink()
+    stored = ckpt.load(run / "checkpoints" / "latest.pt")["code_hash"]
+    monkeypatch.setattr(train_module, "stage_code_hash", lambda stage: "0" * 16)  # as after editing losses.py
+    with pytest.raises(
+        train_module.CheckpointConfigError, match=rf"code '{stored}' \(checkpoint\) vs '0{{16}}'"
+    ):
+        train_module.train(tiny(f"{good_shards}/shard-{{000000..000001}}.tar", run))

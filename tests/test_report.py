@@ -259,3 +259,36 @@ def test_schema_lists_the_papers_keys():
     assert values["linear_probe"] == set(report.PAPER_TABLE3_DATASETS)
     assert values["backbones"] == set(report.PAPER_TABLE4_BACKBONES)
     assert values["data_sizes"] == set(report.PAPER_FIG4["clip"])
+
+
+def test_numbers_made_by_older_evaluation_code_are_marked(tmp_path, frame, roles):
+    assert report.table1(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions").attrs.get("stale") is None
+    # clip's main run re-evaluated long ago: its zero-shot result carries another code hash
+    root = tmp_path / "eval"
+    write_synthetic_results(root)
+    path = root / run_id("clip") / "zeroshot-shapes.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(data | {"code_hash": "0" * 16}))
+    old = report.collect(root)
+    assert list(old.loc[report.is_stale(old), "run_id"]) == [run_id("clip")]
+
+    table = report.table1(old, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    marked = {
+        (table.iloc[row]["method"], table.iloc[row]["source"], column) for row, column in table.attrs["stale"]
+    }
+    assert marked == {
+        ("clip", source, metric) for source in ("ours", "ours - paper") for metric in ("top1", "top3", "top5")
+    }  # not the retrieval columns, not the paper's row, no other method
+    markdown = report.to_markdown(table)
+    assert report.STALE_NOTE in markdown and markdown.count(report.STALE_MARK) == 6 + 1
+    # a table made from other results has no mark
+    assert not report.table3(old, BACKBONE, DATA_SIZE, roles.linear_probe).attrs.get("stale")
+
+    outputs = report.ReportOutputs(tmp_path / "out", "Title")
+    outputs.table(table, "table1", "Table 1", "caption")
+    item = json.loads((tmp_path / "out" / "index.json").read_text())["items"][0]
+    assert item["stale"] == table.attrs["stale"] and report.STALE_NOTE in item["caption"]
+    # a results file written before code hashes were recorded counts as stale too
+    data.pop("code_hash")
+    path.write_text(json.dumps(data))
+    assert report.is_stale(report.collect(root)).sum() == 1

@@ -24,16 +24,15 @@ from pathlib import Path
 from rankclip.data.evalset_io import (
     EvalSetError,
     EvalSetSpec,
-    Resource,
     check_count,
+    spec_from_registry,
     write_layout,
     write_split,
 )
+from rankclip.data.evalset_registry import CAPTIONS_FILE, IMAGES_FILE
 
 __all__ = ["CAPTIONS_FILE", "IMAGES_FILE", "SETS", "read_karpathy_split"]
 
-IMAGES_FILE = "val2014.zip"
-CAPTIONS_FILE = "caption_datasets.zip"
 KARPATHY_JSON = "dataset_coco.json"
 CAPTIONS_PER_IMAGE = 5
 _SPACE = re.compile(r"\s+")
@@ -116,27 +115,7 @@ def _convert_karpathy(spec: EvalSetSpec, out: Path, files: dict[str, Path], opti
 
 
 SETS: dict[str, EvalSetSpec] = {
-    "mscoco_karpathy": EvalSetSpec(
-        name="mscoco_karpathy",
-        family="coco",
-        task="zeroshot_retrieval",
-        description="MS-COCO Karpathy 5k test split, 5 captions per image (25,000 captions)",
-        resources=(
-            Resource(
-                IMAGES_FILE,
-                "http://images.cocodataset.org/zips/val2014.zip",
-                "fe9be816052049c34717e077d9e34aa60814a55679f804cd043e3cbee3b9fde0",
-                size=6_645_013_297,
-            ),
-            Resource(
-                CAPTIONS_FILE,
-                "https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip",
-                "4cfd70132527b80933105e5829dc9034eaab9573482e2e680abbab6130244817",
-                size=36_745_453,
-            ),
-        ),
-        convert=_convert_karpathy,
-        expected_counts={"test": 5_000},
-        extra={"captions_per_image": CAPTIONS_PER_IMAGE},
+    "mscoco_karpathy": spec_from_registry(
+        "mscoco_karpathy", _convert_karpathy, extra={"captions_per_image": CAPTIONS_PER_IMAGE}
     )
 }

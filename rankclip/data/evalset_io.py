@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankclip.data.download import ChecksumError, download
+from rankclip.data.evalset_registry import REGISTRY, Resource
 from rankclip.data.shards import write_atomic_text, write_shards
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "file_hashes",
     "lines",
     "safe_key",
+    "spec_from_registry",
     "staged_dataset",
     "write_layout",
     "write_split",
@@ -74,25 +76,6 @@ class EvalSetError(ValueError):
 
 
 @dataclass(frozen=True)
-class Resource:
-    """One published file a dataset is made from.
-
-    ``url`` None: there is no public download (ImageNet); the user passes the file (``archives``).
-    ``sha256`` None: not pinned yet; the file's sha256 is logged and recorded in the manifest so it can
-    be pinned (``sha256`` overrides). ``md5``: the checksum torchvision's dataset class checks, verified too.
-    ``optional``: the converter can do without it (ImageNet's devkit when a labels file is given).
-    """
-
-    filename: str
-    url: str | None
-    sha256: str | None
-    md5: str | None = None
-    size: int | None = None
-    optional: bool = False
-    note: str = ""
-
-
-@dataclass(frozen=True)
 class EvalSetSpec:
     """An evaluation set: its sources, what it is for, and the function that converts it.
 
@@ -110,6 +93,21 @@ class EvalSetSpec:
     convert: Callable[..., dict]
     expected_counts: Mapping[str, int] | None = None
     extra: Mapping = field(default_factory=dict)
+
+
+def spec_from_registry(name: str, convert: Callable[..., dict], extra: Mapping | None = None) -> EvalSetSpec:
+    """The spec of registered set ``name`` (``evalset_registry.REGISTRY``) with its converter."""
+    source = REGISTRY[name]
+    return EvalSetSpec(
+        name=source.name,
+        family=source.family,
+        task=source.task,
+        description=source.description,
+        resources=source.resources,
+        convert=convert,
+        expected_counts=source.expected_counts,
+        extra=dict(extra or {}),
+    )
 
 
 @dataclass(frozen=True)

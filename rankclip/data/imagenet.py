@@ -32,11 +32,18 @@ from pathlib import Path
 from rankclip.data.evalset_io import (
     EvalSetError,
     EvalSetSpec,
-    Resource,
     check_count,
     safe_key,
+    spec_from_registry,
     write_layout,
     write_split,
+)
+from rankclip.data.evalset_registry import (
+    IMAGENET_DEVKIT_FILE,
+    IMAGENET_DEVKIT_SHA256,
+    IMAGENET_VAL_FILE,
+    IMAGENET_VAL_SHA256,
+    IMAGENETV2_VARIANTS,
 )
 from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES
 
@@ -160,35 +167,6 @@ IMAGENET_WNIDS: tuple[str, ...] = tuple(
 )
 WNID_INDEX = {wnid: index for index, wnid in enumerate(IMAGENET_WNIDS)}
 
-IMAGENET_VAL_FILE = "ILSVRC2012_img_val.tar"
-IMAGENET_DEVKIT_FILE = "ILSVRC2012_devkit_t12.tar.gz"
-# Published checksums (the same torchvision's ImageNet resources pin).
-IMAGENET_VAL_SHA256 = "c7e06a6c0baccf06d8dbeb6577d71efff84673a5dbdd50633ab44f8ea0456ae0"
-IMAGENET_DEVKIT_SHA256 = "b59243268c0d266621fd587d2018f69e906fb22875aca0e295b48cafaa927953"
-_IMAGENET_NOTE = "register on https://image-net.org and download it there"
-
-# ImageNetV2 on the Hugging Face hub (the original S3 bucket's files); sha256 and sizes as TFDS pins them.
-IMAGENETV2_URL = "https://huggingface.co/datasets/vaishaal/ImageNetV2/resolve/main/{file}"
-IMAGENETV2_VARIANTS: dict[str, tuple[str, str, int]] = {
-    # set name: (variant in the file names, sha256, size in bytes)
-    "imagenetv2_matched": (
-        "matched-frequency",
-        "f0c37fdf925916b19ea1323cd9a2208cdb6959ba2c32eef2a7fc393835c9ca7c",
-        1_264_079_360,
-    ),
-    "imagenetv2_threshold": (
-        "threshold0.7",
-        "32142bfe998f9cfa4141be691f6a80eeb1e27b24bd532a668eb08c26d98897a2",
-        1_249_906_176,
-    ),
-    "imagenetv2_top": (
-        "top-images",
-        "85e4ace30f3f0d660152062254b8759dda66267b27f7ec0fd8d5768f1073a04b",
-        1_245_927_936,
-    ),
-}
-IMAGENET_R_URL = "https://people.eecs.berkeley.edu/~hendrycks/imagenet-r.tar"
-IMAGENET_R_SHA256 = "18c6bf493b39a0d975d48e587437f562caab9c52ae6327dcfa9dd8eb54aa1b52"
 IMAGENET_R_WNIDS = frozenset(IMAGENET_WNIDS[i] for i in IMAGENET_R_CLASS_INDICES)
 
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})(?:\.JPEG)?", re.IGNORECASE)
@@ -437,41 +415,11 @@ def _convert_imagenet_r(spec: EvalSetSpec, out: Path, files: dict[str, Path], op
 
 
 # --------------------------------------------------------------------------------------------- registry
-def _imagenetv2_spec(name: str, variant: str, sha256: str, size: int) -> EvalSetSpec:
-    filename = f"imagenetv2-{variant}.tar.gz"
-    return EvalSetSpec(
-        name=name,
-        family="imagenet",
-        task="zeroshot_classification",
-        description=f"ImageNetV2 {variant} (10,000 images, ImageNet's 1000 classes)",
-        resources=(Resource(filename, IMAGENETV2_URL.format(file=filename), sha256, size=size),),
-        convert=_convert_imagenetv2,
-        expected_counts={"test": 10_000},
-        extra={"variant": variant},
-    )
-
-
 SETS: dict[str, EvalSetSpec] = {
-    "imagenet1k": EvalSetSpec(
-        name="imagenet1k",
-        family="imagenet",
-        task="zeroshot_classification",
-        description="ImageNet-1K (ILSVRC2012) validation: 50,000 images, 1000 classes",
-        resources=(
-            Resource(IMAGENET_VAL_FILE, None, IMAGENET_VAL_SHA256, size=6_744_924_160, note=_IMAGENET_NOTE),
-            Resource(IMAGENET_DEVKIT_FILE, None, IMAGENET_DEVKIT_SHA256, optional=True, note=_IMAGENET_NOTE),
-        ),
-        convert=_convert_imagenet_val,
-        expected_counts={"test": 50_000},
-    ),
-    **{name: _imagenetv2_spec(name, *values) for name, values in IMAGENETV2_VARIANTS.items()},
-    "imagenet_r": EvalSetSpec(
-        name="imagenet_r",
-        family="imagenet",
-        task="zeroshot_classification",
-        description="ImageNet-R: 30,000 renditions of 200 ImageNet classes (labels in the 1000-class space)",
-        resources=(Resource("imagenet-r.tar", IMAGENET_R_URL, IMAGENET_R_SHA256, size=2_191_079_936),),
-        convert=_convert_imagenet_r,
-        expected_counts={"test": 30_000},
-    ),
+    "imagenet1k": spec_from_registry("imagenet1k", _convert_imagenet_val),
+    **{
+        name: spec_from_registry(name, _convert_imagenetv2, extra={"variant": variant})
+        for name, (variant, _, _) in IMAGENETV2_VARIANTS.items()
+    },
+    "imagenet_r": spec_from_registry("imagenet_r", _convert_imagenet_r),
 }

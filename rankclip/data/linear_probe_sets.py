@@ -30,8 +30,8 @@ from PIL import Image
 from rankclip.data.evalset_io import (
     EvalSetError,
     EvalSetSpec,
-    Resource,
     check_count,
+    spec_from_registry,
     write_layout,
     write_split,
 )
@@ -196,17 +196,8 @@ def _convert_torchvision(spec: EvalSetSpec, out: Path, files: dict[str, Path], o
     return {"splits": splits, "num_classes": len(classnames), "torchvision_class": tv.tv_class}
 
 
-def _spec(name, description, resources, tv: TorchvisionSet, counts: dict[str, int]) -> EvalSetSpec:
-    return EvalSetSpec(
-        name=name,
-        family="linear_probe",
-        task="linear_probe",
-        description=description,
-        resources=tuple(resources),
-        convert=_convert_torchvision,
-        expected_counts=counts,
-        extra={"torchvision": tv},
-    )
+def _spec(name: str, tv: TorchvisionSet) -> EvalSetSpec:
+    return spec_from_registry(name, _convert_torchvision, extra={"torchvision": tv})
 
 
 _TRAIN_TEST = {"train": (("train", {"split": "train"}),), "test": (("test", {"split": "test"}),)}
@@ -216,11 +207,7 @@ _TRAIN_VAL_TEST = {
 }
 _TRAINVAL_TEST = {"train": (("trainval", {"split": "trainval"}),), "test": (("test", {"split": "test"}),)}
 _CIFAR = {"train": (("train", {"train": True}),), "test": (("test", {"train": False}),)}
-_TORONTO = "https://www.cs.toronto.edu/~kriz/"
-_VGG = "https://www.robots.ox.ac.uk/~vgg/data/"
-_GTSRB = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
 _GTSRB_FILES = ("GTSRB-Training_fixed.zip", "GTSRB_Final_Test_Images.zip", "GTSRB_Final_Test_GT.zip")
-_SVHN = "http://ufldl.stanford.edu/housenumbers/"
 
 
 def _one(filename: str) -> dict[str, str]:
@@ -229,47 +216,14 @@ def _one(filename: str) -> dict[str, str]:
 
 SETS: dict[str, EvalSetSpec] = {
     "cifar10": _spec(
-        "cifar10",
-        "CIFAR-10: 50,000 train / 10,000 test images, 10 classes",
-        [
-            Resource(
-                "cifar-10-python.tar.gz",
-                _TORONTO + "cifar-10-python.tar.gz",
-                "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-                md5="c58f30108f718f92721af3b95e74349a",
-                size=170_498_071,
-            )
-        ],
-        TorchvisionSet("CIFAR10", _CIFAR, _one("cifar-10-python.tar.gz"), ("a photo of a {c}.",)),
-        {"train": 50_000, "test": 10_000},
+        "cifar10", TorchvisionSet("CIFAR10", _CIFAR, _one("cifar-10-python.tar.gz"), ("a photo of a {c}.",))
     ),
     "cifar100": _spec(
         "cifar100",
-        "CIFAR-100: 50,000 train / 10,000 test images, 100 classes",
-        [
-            Resource(
-                "cifar-100-python.tar.gz",
-                _TORONTO + "cifar-100-python.tar.gz",
-                "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
-                md5="eb9058c3a382ffc7106e4002c42a8d85",
-                size=169_001_437,
-            )
-        ],
         TorchvisionSet("CIFAR100", _CIFAR, _one("cifar-100-python.tar.gz"), ("a photo of a {c}.",)),
-        {"train": 50_000, "test": 10_000},
     ),
     "dtd": _spec(
         "dtd",
-        "Describable Textures (partition 1): 3,760 train+val / 1,880 test images, 47 classes",
-        [
-            Resource(
-                "dtd-r1.0.1.tar.gz",
-                _VGG + "dtd/download/dtd-r1.0.1.tar.gz",
-                "e42855a52a4950a3b59612834602aa253914755c95b0cff9ead6d07395f8e205",
-                md5="fff73e5086ae6bdbea199a49dfb8a4c1",
-                size=625_239_812,
-            )
-        ],
         TorchvisionSet(
             "DTD",
             _TRAIN_VAL_TEST,
@@ -277,21 +231,9 @@ SETS: dict[str, EvalSetSpec] = {
             ("a photo of a {c} texture.", "a photo of a {c} pattern.", "a photo of a {c} object."),
             raw_loader=True,
         ),
-        {"train": 3_760, "test": 1_880},
     ),
     "fgvc_aircraft": _spec(
         "fgvc_aircraft",
-        "FGVC-Aircraft 2013b (variants): 6,667 trainval / 3,333 test images, 100 classes",
-        [
-            Resource(
-                "fgvc-aircraft-2013b.tar.gz",
-                _VGG + "fgvc-aircraft/archives/fgvc-aircraft-2013b.tar.gz",
-                # the file Oxford serves now (2,753,340,328 bytes); TFDS pins an older 2,770,575,360-byte
-                # copy (sha256 d5f68b1b...). torchvision checks no md5 for it.
-                "e4e323d410e29f0370c81eabdcbb0e2b813acea1de22891b70b58ff41bfc9834",
-                size=2_753_340_328,
-            )
-        ],
         TorchvisionSet(
             "FGVCAircraft",
             _TRAINVAL_TEST,
@@ -299,20 +241,9 @@ SETS: dict[str, EvalSetSpec] = {
             ("a photo of a {c}, a type of aircraft.", "a photo of the {c}, a type of aircraft."),
             raw_loader=True,
         ),
-        {"train": 6_667, "test": 3_333},
     ),
     "food101": _spec(
         "food101",
-        "Food-101: 75,750 train / 25,250 test images, 101 classes",
-        [
-            Resource(
-                "food-101.tar.gz",
-                "http://data.vision.ee.ethz.ch/cvl/food-101.tar.gz",
-                "d97d15e438b7f4498f96086a4f7e2fa42a32f2712e87d3295441b2b6314053a4",
-                md5="85eeb15f3717b99a5da872d97d918f87",
-                size=4_996_278_331,
-            )
-        ],
         TorchvisionSet(
             "Food101",
             _TRAIN_TEST,
@@ -320,31 +251,9 @@ SETS: dict[str, EvalSetSpec] = {
             ("a photo of {c}, a type of food.",),
             raw_loader=True,
         ),
-        {"train": 75_750, "test": 25_250},
     ),
     "gtsrb": _spec(
         "gtsrb",
-        "German Traffic Sign Recognition Benchmark: 26,640 train / 12,630 test images, 43 classes",
-        [
-            Resource(
-                "GTSRB-Training_fixed.zip",
-                _GTSRB + "GTSRB-Training_fixed.zip",
-                "df4144942083645bd60b594de348aa6930126c3e0e5de09e39611630abf8455a",
-                md5="513f3c79a4c5141765e10e952eaa2478",
-            ),
-            Resource(
-                "GTSRB_Final_Test_Images.zip",
-                _GTSRB + "GTSRB_Final_Test_Images.zip",
-                "48ba6fab7e877eb64eaf8de99035b0aaecfbc279bee23e35deca4ac1d0a837fa",
-                md5="c7e4e6327067d32654124b0fe9e82185",
-            ),
-            Resource(
-                "GTSRB_Final_Test_GT.zip",
-                _GTSRB + "GTSRB_Final_Test_GT.zip",
-                "f94e5a7614d75845c74c04ddb26b8796b9e483f43541dd95dd5b726504e16d6d",
-                md5="fe31e9c9270bbcd7b84b7f21a9d9d9e5",
-            ),
-        ],
         TorchvisionSet(
             "GTSRB",
             _TRAIN_TEST,
@@ -352,44 +261,18 @@ SETS: dict[str, EvalSetSpec] = {
             ('a zoomed in photo of a "{c}" traffic sign.', 'a centered photo of a "{c}" traffic sign.'),
             classnames=GTSRB_CLASSNAMES,
         ),
-        {"train": 26_640, "test": 12_630},
     ),
     "pets": _spec(
         "pets",
-        "Oxford-IIIT Pets: 3,680 trainval / 3,669 test images, 37 breeds",
-        [
-            Resource(
-                "images.tar.gz",
-                _VGG + "pets/data/images.tar.gz",
-                "67195c5e1c01f1ab5f9b6a5d22b8c27a580d896ece458917e61d459337fa318d",
-                md5="5c4f3ee8e5d25df40f4fd59a7f44e54c",
-            ),
-            Resource(
-                "annotations.tar.gz",
-                _VGG + "pets/data/annotations.tar.gz",
-                "52425fb6de5c424942b7626b428656fcbd798db970a937df61750c0f1d358e91",
-                md5="95a8c909bbe2e81eed6a22bccdf3f68f",
-            ),
-        ],
         TorchvisionSet(
             "OxfordIIITPet",
             _TRAINVAL_TEST,
             {name: f"oxford-iiit-pet/{name}" for name in ("images.tar.gz", "annotations.tar.gz")},
             ("a photo of a {c}, a type of pet.",),
         ),
-        {"train": 3_680, "test": 3_669},
     ),
     "renderedsst2": _spec(
         "renderedsst2",
-        "Rendered SST2: 7,792 train+val / 1,821 test images of rendered sentences, 2 classes",
-        [
-            Resource(
-                "rendered-sst2.tgz",
-                "https://openaipublic.azureedge.net/clip/data/rendered-sst2.tgz",
-                None,  # to be pinned: no published sha256 found; torchvision's md5 is checked
-                md5="2384d08e9dcfa4bd55b324e610496ee5",
-            )
-        ],
         TorchvisionSet(
             "RenderedSST2",
             _TRAIN_VAL_TEST,
@@ -397,40 +280,12 @@ SETS: dict[str, EvalSetSpec] = {
             ("a {c} review of a movie.",),
             raw_loader=True,
         ),
-        {"train": 7_792, "test": 1_821},
     ),
     "stl10": _spec(
-        "stl10",
-        "STL-10: 5,000 train / 8,000 test images, 10 classes (the unlabelled part is not used)",
-        [
-            Resource(
-                "stl10_binary.tar.gz",
-                "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz",
-                "f31fd99273a1acb8609c8db427cebb1de3f71de77758cdc0e22956e1289b9866",
-                md5="91f7769df0f17e558f3565bffb0c7dfb",
-                size=2_640_397_119,
-            )
-        ],
-        TorchvisionSet("STL10", _TRAIN_TEST, _one("stl10_binary.tar.gz"), ("a photo of a {c}.",)),
-        {"train": 5_000, "test": 8_000},
+        "stl10", TorchvisionSet("STL10", _TRAIN_TEST, _one("stl10_binary.tar.gz"), ("a photo of a {c}.",))
     ),
     "svhn": _spec(
         "svhn",
-        "Street View House Numbers (cropped digits): 73,257 train / 26,032 test images, 10 classes",
-        [
-            Resource(
-                "train_32x32.mat",
-                _SVHN + "train_32x32.mat",
-                "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8",
-                md5="e26dedcc434d2e4c54c9b2d4a06d8373",
-            ),
-            Resource(
-                "test_32x32.mat",
-                _SVHN + "test_32x32.mat",
-                "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b",
-                md5="eb5a983be6a315427106f1b164d9cef3",
-            ),
-        ],
         TorchvisionSet(
             "SVHN",
             _TRAIN_TEST,
@@ -438,6 +293,5 @@ SETS: dict[str, EvalSetSpec] = {
             ('a photo of the number: "{c}".',),
             classnames=SVHN_CLASSNAMES,
         ),
-        {"train": 73_257, "test": 26_032},
     ),
 }

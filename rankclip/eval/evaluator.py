@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rankclip.code_hash import stage_code_hash
 from rankclip.eval.datasets import WdsSplit, read_classnames, read_templates
 from rankclip.eval.embeddings import EmbeddingCache, Encoder
 from rankclip.eval.hashing import code_version, sha256_json
@@ -206,6 +207,7 @@ class Evaluator:
             checkpoint_path=str(self.encoder.checkpoint_path),
             checkpoint_sha256=self.encoder.checkpoint_sha256,
             code_version=code_version(),
+            code_hash=stage_code_hash("eval"),
             created_at=now_utc(),
             duration_s=time.perf_counter() - started,
             **fields,

@@ -108,6 +108,11 @@ class EvalResult(BaseModel):
     )
     # provenance
     code_version: str = Field(min_length=1, description="rankclip version [+tree.<git tree hash>[.dirty]].")
+    code_hash: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{16}$",
+        description="stage_code_hash('eval') of the evaluation code (rankclip/code_hash.py); None: unknown.",
+    )
     created_at: datetime = Field(description="When the result was computed (UTC).")
     duration_s: float | None = Field(None, ge=0, description="Wall time of the evaluation, seconds.")
 

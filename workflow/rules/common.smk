@@ -3,6 +3,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
+from rankclip.code_hash import stage_code_hash
 from rankclip.workflow_config import check_names
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
@@ -14,11 +15,11 @@ RESULTS = Path("results") / config["name"]
 LOGS = Path("logs") / config["name"]
 
 
-def code_version():
-    """Rules whose outputs depend on the rankclip package rerun when its version changes."""
-    import rankclip
-
-    return rankclip.__version__
+def code_hash(stage):
+    """Hash of the files `stage` runs (rankclip/code_hash.py), in this workflow's repository (else in the
+    installed package's): a rule with it in `params` reruns when that code changes."""
+    repo = Path(workflow.basedir).parent
+    return stage_code_hash(stage, root=repo if (repo / "rankclip").is_dir() else None)
 
 
 def run_ids():

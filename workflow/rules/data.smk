@@ -20,7 +20,7 @@ rule demo_corpus:
     params:
         demo=config["data"]["demo"],
         out_dir=lambda wildcards, output: Path(output.manifest).parent,
-        code=code_version(),
+        code=code_hash("demo"),
     shell:
         "rankclip data make-demo --out {params.out_dir} --seed {params.demo[seed]} "
         "--num-train {params.demo[num_train]} --num-eval {params.demo[num_eval]} "
@@ -40,7 +40,7 @@ rule emoji_corpus:
     params:
         emoji=config["data"].get("emoji", {}),
         out_dir=lambda wildcards, output: Path(output.manifest).parent,
-        code=code_version(),
+        code=code_hash("emoji"),
     shell:
         "rankclip data make-emoji --out {params.out_dir} --seed {params.emoji[seed]} "
         "--image-size {params.emoji[image_size]} > {log} 2>&1"
@@ -58,7 +58,7 @@ rule fashion_mnist:
     params:
         fmnist=config["data"].get("fashion_mnist", {}),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
-        code=code_version(),
+        code=code_hash("fashion_mnist"),
     shell:
         "rankclip data make-fashion-mnist --out {params.out_dir} --max-train {params.fmnist[max_train]} "
         "--max-test {params.fmnist[max_test]} --seed {params.fmnist[seed]} > {log} 2>&1"
@@ -78,6 +78,7 @@ rule subset:
         url=lambda wildcards, input: shard_url(input.shards),
         seed=config["data"]["subset_seed"],
         out_dir=lambda wildcards, output: Path(output[0]).parent,
+        code=code_hash("subsets"),
     shell:
         "rankclip data subsets --shards '{params.url}' --sizes {wildcards.data_size} --seed {params.seed} "
         "--out {params.out_dir} > {log} 2>&1"
@@ -152,7 +153,7 @@ rule captions:
         url=lambda wildcards, input: shard_url(input.shards),
         flags=caption_flags(),
         out_dir=lambda wildcards, output: Path(output.summary).parent,
-        code=code_version(),
+        code=code_hash("captions"),
     shell:
         "rankclip data captions --shards '{params.url}' --out {params.out_dir} {params.flags} --no-progress "
         "> {log} 2>&1"
@@ -197,7 +198,7 @@ rule imagenet_val:
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=DOWNLOADS / "imagenet1k",
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
-        code=code_version(),
+        code=code_hash("eval_sets"),
     shell:
         "rankclip data eval-set imagenet1k --out {params.out_dir} {params.sources} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
@@ -225,7 +226,7 @@ rule imagenet_shift:
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
-        code=code_version(),
+        code=code_hash("eval_sets"),
     shell:
         "rankclip data eval-set {wildcards.eval_set} --out {params.out_dir} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
@@ -251,7 +252,7 @@ rule mscoco_karpathy:
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=DOWNLOADS / "mscoco_karpathy",
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
-        code=code_version(),
+        code=code_hash("eval_sets"),
     shell:
         "rankclip data eval-set mscoco_karpathy --out {params.out_dir} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"
@@ -279,7 +280,7 @@ rule linear_probe_set:
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
-        code=code_version(),
+        code=code_hash("eval_sets"),
     shell:
         "rankclip data eval-set {wildcards.eval_set} --out {params.out_dir} --downloads {params.downloads} "
         "{params.flags} --shard-size {params.shard_size} --no-progress > {log} 2>&1"

@@ -1,5 +1,5 @@
 # Helpers of data.smk: ALIP's caption stage and the evaluation sets' downloads and flags.
-from rankclip.data.evalsets import EVAL_SETS
+from rankclip.data.evalset_registry import REGISTRY as EVAL_SETS
 
 EVAL_DATA = DATA / "eval"
 DOWNLOADS = DATA / "downloads"

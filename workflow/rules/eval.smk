@@ -26,7 +26,7 @@ rule evaluate:
         dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
         run=lambda wildcards: parse_run_id(wildcards.run_id),
         cache=RESULTS / "embeddings",
-        code=code_version(),
+        code=code_hash("eval"),
     shell:
         "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
         "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
@@ -51,7 +51,7 @@ rule tables:
         main=config["runs"],
         zeroshot=config.get("report", {}).get("zeroshot", "shapes"),
         retrieval=config.get("report", {}).get("retrieval", "shapes_captions"),
-        code=code_version(),
+        code=code_hash("report"),
     shell:
         "rankclip report tables --results-dir {params.results_dir} --out-dir $(dirname {output.results}) "
         "--backbone {params.main[backbone]} --data-size {params.main[data_size]} "

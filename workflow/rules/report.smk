@@ -1,8 +1,5 @@
 # Report: one papermill job per notebook (tables and figures beside the paper's), then one HTML file.
-import hashlib
 import json
-
-import rankclip
 
 # notebooks/<name>.py (jupytext py:percent), in report order; found next to workflow/, not in the working dir
 NOTEBOOKS = ["tables", "fig3_lambda_sweep", "fig4_data_size", "fig5_retrievals", "fig6_representation"]
@@ -15,10 +12,6 @@ NOTEBOOK_PARAMETERS = json.dumps(
         "roles": config["report"],
     }
 )
-# Content hash of the report library: the notebooks and the report rerun when it changes.
-REPORT_CODE = hashlib.sha256(
-    b"".join((Path(rankclip.__file__).parent / name).read_bytes() for name in ("report.py", "report_html.py"))
-).hexdigest()[:16]
 
 
 rule notebook:
@@ -41,8 +34,7 @@ rule notebook:
     params:
         results_dir=RESULTS / "eval",
         parameters=NOTEBOOK_PARAMETERS,
-        code=code_version(),
-        report_code=REPORT_CODE,
+        code=code_hash("report"),  # the notebook itself is an input
     shell:
         "(jupytext --to ipynb -o - {input.notebook} | papermill - {output.ipynb} -k python3 --no-progress-bar "
         "-p results_csv {input.results} -p results_dir {params.results_dir} -p out_dir {output.out_dir} "
@@ -66,8 +58,7 @@ rule report:
         data_dir=DATA,
         config=json.dumps(config, default=str),
         hash_memo=RESULTS / "embeddings" / "file-hashes.json",
-        code=code_version(),
-        report_code=REPORT_CODE,
+        code=code_hash("report"),
     shell:
         "rankclip report html --notebooks {input.notebooks} --out {output} --results-dir {params.results_dir} "
         "--config-json {params.config:q} --data-dir {params.data_dir} --hash-memo {params.hash_memo} > {log} 2>&1"

@@ -25,6 +25,6 @@ rule train:
         flags=train_flags,
         out_dir=lambda wildcards, output: Path(output.model).parent,
         launcher=train_launcher(),
-        code=code_version(),
+        code=code_hash("train"),
     shell:
         "{params.launcher} {params.flags} --train-data {input.subset} --output-dir {params.out_dir} > {log} 2>&1"
