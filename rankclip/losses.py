@@ -28,6 +28,8 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rankclip.listmle import list_mle_rows
+
 __all__ = [
     "LOSSES",
     "RANK_WEIGHT_SCHEDULES",
@@ -97,18 +99,11 @@ def list_mle(scores: Tensor, targets: Tensor, tie_perm: Tensor | None = None) ->
     dtype = torch.promote_types(scores.dtype, torch.float32)
     P = scores.to(dtype)
     Q = targets.detach().to(dtype)
-    if tie_perm is not None:
-        if tie_perm.shape != (P.shape[1],):
-            raise ValueError(
-                f"list_mle: tie_perm must have {P.shape[1]} entries; got {tuple(tie_perm.shape)}"
-            )
-        tie_perm = tie_perm.to(P.device)
-        P, Q = P[:, tie_perm], Q[:, tie_perm]
-    order = torch.sort(Q, dim=1, descending=True, stable=True).indices
-    P_sorted = P.gather(1, order)
-    P_sorted = P_sorted - P_sorted.max(dim=1, keepdim=True).values.detach()
-    log_tail_sums = torch.logcumsumexp(P_sorted.flip(1), dim=1).flip(1)
-    return (log_tail_sums - P_sorted).sum(dim=1).mean()
+    if tie_perm is None:
+        tie_perm = torch.arange(P.shape[1], device=P.device)
+    elif tie_perm.shape != (P.shape[1],):
+        raise ValueError(f"list_mle: tie_perm must have {P.shape[1]} entries; got {tuple(tie_perm.shape)}")
+    return list_mle_rows(P, Q, tie_perm.to(P.device))
 
 
 def ranking_weight(epoch: int, num_epochs: int, schedule: str = "code") -> float:
