@@ -86,10 +86,11 @@ def list_mle(scores: Tensor, targets: Tensor, tie_perm: Tensor | None = None) ->
     under ``scores`` (both ``rows x list``), averaged over rows.
 
     Per row i, with π_i the columns ordered by Q_i descending and m_i = max_j P_ij:
-    ℓ_i = Σ_r [log Σ_{r' ≥ r} exp(P_{i,π_i(r')} − m_i) − (P_{i,π_i(r)} − m_i)], in log space
-    (``logcumsumexp``), in at least float32. Only the order of ``targets`` is used (no gradient).
-    Ties in ``targets`` keep column order (stable sort); ``tie_perm``, a permutation of the columns, is
-    applied to both matrices first, so ties are broken in that (e.g. random) order.
+    ℓ_i = Σ_r [log Σ_{r' ≥ r} exp(P_{i,π_i(r')} − m_i) − (P_{i,π_i(r)} − m_i)], in at least float32,
+    without underflow (shifted exp sums in float64, or log space). Only the order of ``targets`` is used
+    (no gradient). Ties in ``targets`` keep column order; with ``tie_perm``, a permutation of the columns,
+    they keep that (e.g. random) order instead. The arithmetic, its closed-form gradient and its tolerance
+    are in :mod:`rankclip.listmle`.
     """
     if scores.dim() != 2 or scores.shape != targets.shape:
         raise ValueError(
