@@ -107,6 +107,20 @@ def list_mle(scores: Tensor, targets: Tensor, tie_perm: Tensor | None = None) ->
     return list_mle_rows(P, Q, tie_perm.to(P.device))
 
 
+class _Gram(torch.autograd.Function):
+    """X·Xᵀ with a one-product backward, (G + Gᵀ)·X (autograd through ``X @ X.T`` takes two)."""
+
+    @staticmethod
+    def forward(ctx, X: Tensor) -> Tensor:
+        ctx.save_for_backward(X)
+        return X @ X.T
+
+    @staticmethod
+    def backward(ctx, G: Tensor) -> Tensor:
+        (X,) = ctx.saved_tensors
+        return (G + G.T) @ X
+
+
 def ranking_weight(epoch: int, num_epochs: int, schedule: str = "code") -> float:
     """The weight w(e) of the ranking terms at the 1-indexed ``epoch`` of ``num_epochs`` (E).
 
@@ -394,7 +408,8 @@ class RankClipLoss(ClipLoss):
         with _full_precision(image_features):
             I, T, s = _upcast(image_features, text_features, torch.as_tensor(logit_scale))  # noqa: E741
             I_all, T_all = self.gather(image_features, text_features)
-            S, S_t = s * (I @ T_all.T), s * (T @ I_all.T)  # the local rows of S and of Sᵀ
+            S = s * (I @ T_all.T)  # the local rows of S and of Sᵀ (on one rank, Sᵀ itself: one product less)
+            S_t = S.T.contiguous() if self.world_size == 1 else s * (T @ I_all.T)
             clip = _symmetric_cross_entropy(S, S_t, self.labels(len(I), I.device))
             B = S.shape[1]
             perm = self.tie_perm(B)
@@ -404,7 +419,10 @@ class RankClipLoss(ClipLoss):
             if self.lambda_cross:
                 rank_cross = (list_mle(S, S_t, perm) + list_mle(S_t, S, perm)) * self.list_scale
             if self.lambda_in:
-                A, C = s * (I @ I_all.T), s * (T @ T_all.T)  # the local rows of A and of C
+                if self.world_size == 1:  # A and C themselves, symmetric: one product each way
+                    A, C = s * _Gram.apply(I), s * _Gram.apply(T)
+                else:  # the local rows of A and of C
+                    A, C = s * (I @ I_all.T), s * (T @ T_all.T)
                 rank_in = (list_mle(A, C, perm) + list_mle(C, A, perm)) * self.list_scale
             rank = w * (self.lambda_cross * rank_cross + self.lambda_in * rank_in) / B
             total = clip + rank
