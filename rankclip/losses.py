@@ -28,6 +28,8 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from rankclip.listmle import list_mle_rows
+
 __all__ = [
     "LOSSES",
     "RANK_WEIGHT_SCHEDULES",
@@ -84,10 +86,11 @@ def list_mle(scores: Tensor, targets: Tensor, tie_perm: Tensor | None = None) ->
     under ``scores`` (both ``rows x list``), averaged over rows.
 
     Per row i, with π_i the columns ordered by Q_i descending and m_i = max_j P_ij:
-    ℓ_i = Σ_r [log Σ_{r' ≥ r} exp(P_{i,π_i(r')} − m_i) − (P_{i,π_i(r)} − m_i)], in log space
-    (``logcumsumexp``), in at least float32. Only the order of ``targets`` is used (no gradient).
-    Ties in ``targets`` keep column order (stable sort); ``tie_perm``, a permutation of the columns, is
-    applied to both matrices first, so ties are broken in that (e.g. random) order.
+    ℓ_i = Σ_r [log Σ_{r' ≥ r} exp(P_{i,π_i(r')} − m_i) − (P_{i,π_i(r)} − m_i)], in at least float32,
+    without underflow (shifted exp sums in float64, or log space). Only the order of ``targets`` is used
+    (no gradient). Ties in ``targets`` keep column order; with ``tie_perm``, a permutation of the columns,
+    they keep that (e.g. random) order instead. The arithmetic, its closed-form gradient and its tolerance
+    are in :mod:`rankclip.listmle`.
     """
     if scores.dim() != 2 or scores.shape != targets.shape:
         raise ValueError(
@@ -97,18 +100,25 @@ def list_mle(scores: Tensor, targets: Tensor, tie_perm: Tensor | None = None) ->
     dtype = torch.promote_types(scores.dtype, torch.float32)
     P = scores.to(dtype)
     Q = targets.detach().to(dtype)
-    if tie_perm is not None:
-        if tie_perm.shape != (P.shape[1],):
-            raise ValueError(
-                f"list_mle: tie_perm must have {P.shape[1]} entries; got {tuple(tie_perm.shape)}"
-            )
-        tie_perm = tie_perm.to(P.device)
-        P, Q = P[:, tie_perm], Q[:, tie_perm]
-    order = torch.sort(Q, dim=1, descending=True, stable=True).indices
-    P_sorted = P.gather(1, order)
-    P_sorted = P_sorted - P_sorted.max(dim=1, keepdim=True).values.detach()
-    log_tail_sums = torch.logcumsumexp(P_sorted.flip(1), dim=1).flip(1)
-    return (log_tail_sums - P_sorted).sum(dim=1).mean()
+    if tie_perm is None:
+        tie_perm = torch.arange(P.shape[1], device=P.device)
+    elif tie_perm.shape != (P.shape[1],):
+        raise ValueError(f"list_mle: tie_perm must have {P.shape[1]} entries; got {tuple(tie_perm.shape)}")
+    return list_mle_rows(P, Q, tie_perm.to(P.device))
+
+
+class _Gram(torch.autograd.Function):
+    """X·Xᵀ with a one-product backward, (G + Gᵀ)·X (autograd through ``X @ X.T`` takes two)."""
+
+    @staticmethod
+    def forward(ctx, X: Tensor) -> Tensor:
+        ctx.save_for_backward(X)
+        return X @ X.T
+
+    @staticmethod
+    def backward(ctx, G: Tensor) -> Tensor:
+        (X,) = ctx.saved_tensors
+        return (G + G.T) @ X
 
 
 def ranking_weight(epoch: int, num_epochs: int, schedule: str = "code") -> float:
@@ -398,7 +408,8 @@ class RankClipLoss(ClipLoss):
         with _full_precision(image_features):
             I, T, s = _upcast(image_features, text_features, torch.as_tensor(logit_scale))  # noqa: E741
             I_all, T_all = self.gather(image_features, text_features)
-            S, S_t = s * (I @ T_all.T), s * (T @ I_all.T)  # the local rows of S and of Sᵀ
+            S = s * (I @ T_all.T)  # the local rows of S and of Sᵀ (on one rank, Sᵀ itself: one product less)
+            S_t = S.T.contiguous() if self.world_size == 1 else s * (T @ I_all.T)
             clip = _symmetric_cross_entropy(S, S_t, self.labels(len(I), I.device))
             B = S.shape[1]
             perm = self.tie_perm(B)
@@ -408,7 +419,10 @@ class RankClipLoss(ClipLoss):
             if self.lambda_cross:
                 rank_cross = (list_mle(S, S_t, perm) + list_mle(S_t, S, perm)) * self.list_scale
             if self.lambda_in:
-                A, C = s * (I @ I_all.T), s * (T @ T_all.T)  # the local rows of A and of C
+                if self.world_size == 1:  # A and C themselves, symmetric: one product each way
+                    A, C = s * _Gram.apply(I), s * _Gram.apply(T)
+                else:  # the local rows of A and of C
+                    A, C = s * (I @ I_all.T), s * (T @ T_all.T)
                 rank_in = (list_mle(A, C, perm) + list_mle(C, A, perm)) * self.list_scale
             rank = w * (self.lambda_cross * rank_cross + self.lambda_in * rank_in) / B
             total = clip + rank

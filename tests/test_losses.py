@@ -273,6 +273,134 @@ def test_list_mle_is_computed_in_log_space():
 
 
 # ----------------------------------------------------------------------------------------------------
+# The fast ListMLE (rankclip/listmle.py) vs the previous implementation (autograd through logcumsumexp)
+# ----------------------------------------------------------------------------------------------------
+
+
+def slow_list_mle(scores, targets, tie_perm=None):
+    """The previous ``list_mle``: stable sort of the tie-permuted targets, ``logcumsumexp`` and autograd."""
+    dtype = torch.promote_types(scores.dtype, torch.float32)
+    P, Q = scores.to(dtype), targets.detach().to(dtype)
+    if tie_perm is not None:
+        P, Q = P[:, tie_perm], Q[:, tie_perm]
+    order = torch.sort(Q, dim=1, descending=True, stable=True).indices
+    P_sorted = P.gather(1, order)
+    P_sorted = P_sorted - P_sorted.max(dim=1, keepdim=True).values.detach()
+    log_tail_sums = torch.logcumsumexp(P_sorted.flip(1), dim=1).flip(1)
+    return (log_tail_sums - P_sorted).sum(dim=1).mean()
+
+
+IMPLEMENTATIONS = ["numba", "torch"]
+# float64: the fast path sums in float64 too; float32: the old path rounds every logcumsumexp step to float32
+FAST_TOLERANCE = {torch.float64: {"rtol": 1e-10, "atol": 1e-10}, torch.float32: {"rtol": 1e-5, "atol": 1e-5}}
+
+
+def list_inputs(rows, length, scale, seed, dtype, ties=False):
+    """Scores s·⟨x_i, y_j⟩ of unit vectors and targets correlated with them (or with many exact ties)."""
+    image, text = unit_features(rows, 8, seed), unit_features(length, 8, seed + 1)
+    scores = scale * image @ text.T
+    if ties:
+        targets = torch.randint(0, 3, (rows, length), generator=torch.Generator().manual_seed(seed)).double()
+    else:
+        targets = scores + scale * unit_features(rows, length, seed + 2)
+    return scores.to(dtype), targets.to(dtype)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("rows", "length"), [(1, 1), (2, 2), (5, 7), (64, 64)])
+@pytest.mark.parametrize("scale", [1.0, 1 / 0.07, 100.0])
+@pytest.mark.parametrize("ties", [False, True])
+def test_fast_list_mle_matches_the_previous_implementation(implementation, dtype, rows, length, scale, ties):
+    scores, targets = list_inputs(rows, length, scale, seed=rows + length, dtype=dtype, ties=ties)
+    perm = torch.randperm(length, generator=torch.Generator().manual_seed(length))
+    for tie_perm in (None, perm):
+        fast_scores, slow_scores = leaves(scores, scores)
+        tie_order = torch.arange(length) if tie_perm is None else tie_perm
+        fast = losses.list_mle_rows(fast_scores, targets, tie_order, implementation)
+        slow = slow_list_mle(slow_scores, targets, tie_perm)
+        assert fast.dtype == dtype and fast.dim() == 0
+        torch.testing.assert_close(fast, slow, **FAST_TOLERANCE[dtype])
+        fast.backward()
+        slow.backward()
+        torch.testing.assert_close(fast_scores.grad, slow_scores.grad, **FAST_TOLERANCE[dtype])
+    # list_mle itself takes the default implementation (numba on CPU)
+    torch.testing.assert_close(
+        list_mle(scores, targets, perm), slow_list_mle(scores, targets, perm), **FAST_TOLERANCE[dtype]
+    )
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fast_list_mle_gradcheck(implementation):
+    scores, targets = list_inputs(4, 6, 100.0, seed=20, dtype=torch.float64, ties=True)
+    wide = torch.tensor([[0.0, -300.0, 400.0, -500.0, 5.0, 1.0]], dtype=torch.float64)  # range 900
+    scores = torch.cat([scores, wide]).requires_grad_()
+    targets = torch.cat([targets, torch.tensor([[1.0, 2.0, 0.0, 3.0, 1.0, 1.0]], dtype=torch.float64)])
+    perm = torch.randperm(6, generator=torch.Generator().manual_seed(21))
+
+    def fast(scores):
+        return losses.list_mle_rows(scores, targets, perm, implementation)
+
+    assert torch.autograd.gradcheck(fast, (scores,))
+    torch.testing.assert_close(fast(scores), slow_list_mle(scores, targets, perm), rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fast_list_mle_wide_rows_and_no_grad(implementation):
+    """Rows spanning more than float64's exp range (the numba kernel then sums in log space), long lists,
+    and a forward without gradient."""
+    generator = torch.Generator().manual_seed(22)
+    scores = torch.randn(3, 300, generator=generator, dtype=torch.float64) * 400
+    targets = torch.randn(3, 300, generator=generator, dtype=torch.float64)
+    targets[:, :100] = 0.0  # ties
+    targets[0, 100] = -0.0  # ties with +0.0
+    expected = slow_list_mle(scores, targets)  # float64: at |P| ~ 1000 float32 itself is 1e-4 off
+    fast_P, slow_P = leaves(scores, scores)
+    got = losses.list_mle_rows(fast_P, targets, torch.arange(300), implementation)
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    got.backward()
+    slow_list_mle(slow_P, targets).backward()
+    torch.testing.assert_close(fast_P.grad, slow_P.grad, rtol=1e-10, atol=1e-10)
+    no_grad = losses.list_mle_rows(scores.float(), targets.float(), torch.arange(300), implementation)
+    assert not no_grad.requires_grad and no_grad.dtype == torch.float32
+    torch.testing.assert_close(no_grad, expected.float(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="implementation"):
+        losses.list_mle_rows(scores, targets, torch.arange(300), "cuda")
+
+
+@pytest.mark.parametrize("name", ["rankclip", "rankclip_cross", "rankclip_in"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    ("batch", "world_size", "scale", "tied"),
+    [
+        (1, 1, 1 / 0.07, False),
+        (2, 1, 100.0, False),
+        (8, 1, 100.0, True),
+        (8, 2, 1 / 0.07, True),
+        (48, 3, 100.0, False),
+    ],
+)
+def test_rankclip_with_fast_list_mle_matches_the_previous_implementation(
+    name, dtype, batch, world_size, scale, tied
+):
+    """Values and gradients (features and logit scale) of the RankCLIP losses, fast ListMLE vs the old one."""
+    features = tied_batch(batch) if tied else triple(batch, dim=16, seed=23)
+    results = []
+    for list_mle_fn in (losses.list_mle, slow_list_mle):
+        inputs = leaves(*(x.to(dtype) for x in features), torch.tensor(scale, dtype=dtype))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(losses, "list_mle", list_mle_fn)
+            total, _, terms = run_ranks(name, *inputs, world_size=world_size)
+        grads = torch.autograd.grad(total, [inputs[0], inputs[1], inputs[3]])
+        results.append((total, [t["rank"] for t in terms], grads))
+    (fast, fast_terms, fast_grads), (slow, slow_terms, slow_grads) = results
+    torch.testing.assert_close(fast, slow, **FAST_TOLERANCE[dtype])
+    torch.testing.assert_close(fast_terms, slow_terms, **FAST_TOLERANCE[dtype])
+    for got, want in zip(fast_grads, slow_grads, strict=True):
+        torch.testing.assert_close(got, want, **FAST_TOLERANCE[dtype])
+
+
+# ----------------------------------------------------------------------------------------------------
 # Every loss vs its reference, on one and several (simulated) ranks
 # ----------------------------------------------------------------------------------------------------
 
