@@ -29,7 +29,7 @@ ENV_IMPORTS = {
     "captions": {"torch", "transformers", "webdataset"},
     "train": {"torch", "open-clip-torch", "webdataset", "tensorboard"},
     "eval": {"torch", "open-clip-torch", "scikit-learn", "umap-learn", "pandas"},
-    "report": {"papermill", "jupytext", "nbconvert", "ipykernel", "seaborn", "pandas", "tabulate"},
+    "report": {"torch", "papermill", "jupytext", "nbconvert", "ipykernel", "seaborn", "pandas", "tabulate"},
 }
 
 
