@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Create .venv with the project and its test tools. Torch is pinned to the build this machine class
-# installs from local files; on a CUDA machine set TORCH_SPEC (see README, "Other torch builds").
+# Create .venv with the project, every stage's packages and the test tools, all from envs/lock.txt (the
+# versions and hashes the conda envs in envs/ install too). The lock's torch is the build this machine
+# class installs from local files; for another build set TORCH_SPEC (see README, "Other torch builds"):
+# it replaces the lock's torch, torchvision, triton and nvidia-* / cuda-* packages.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TORCH_SPEC=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+TORCH_SPEC=${TORCH_SPEC:-}
 # Real demo data shipped by Debian: emoji glyphs (captioned with CLDR names) and Fashion-MNIST;
 # libfribidi0 lets Pillow's text layout (raqm) join emoji sequences into one glyph; headless chromium
 # renders the HTML report in tests/workflow/test_report_html.py.
@@ -16,8 +18,14 @@ if ! dpkg -s $DEBIAN_DATA >/dev/null 2>&1; then
   fi
 fi
 python3 -m venv .venv
-# shellcheck disable=SC2086
-.venv/bin/pip install --quiet $TORCH_SPEC
-.venv/bin/pip install --quiet -e '.[dev,web]'
-.venv/bin/pip install --quiet --no-deps img2dataset==1.47.0  # pins webdataset<0.3, works with 1.x
+LOCK=envs/lock.txt
+if [ -n "$TORCH_SPEC" ]; then
+  # shellcheck disable=SC2086
+  .venv/bin/pip install --quiet $TORCH_SPEC
+  LOCK=$(mktemp)
+  grep -vE '^(torch|torchvision|triton|nvidia-[a-z0-9-]+|cuda-[a-z-]+)==' envs/lock.txt > "$LOCK"
+fi
+# --no-deps: the lock is complete, and img2dataset's own pin (webdataset<0.3) is knowingly overridden
+.venv/bin/pip install --quiet --no-deps --require-hashes -r "$LOCK"
+.venv/bin/pip install --quiet --no-deps -e .
 .venv/bin/python -c "import rankclip, open_clip, torch; print('rankclip ready: torch', torch.__version__, 'open_clip', open_clip.__version__)"

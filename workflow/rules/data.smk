@@ -118,7 +118,7 @@ rule web_shards:
         LOGS / "data" / "web_shards.benchmark.tsv"
     retries: 2
     conda:
-        "../../envs/data.yaml"
+        "../../envs/web.yaml"
     threads: workflow.cores
     resources:
         mem_mb=16000,
@@ -143,7 +143,7 @@ rule captions:
     benchmark:
         LOGS / "data" / "captions.benchmark.tsv"
     conda:
-        "../../envs/data.yaml"
+        "../../envs/captions.yaml"
     threads: 8
     resources:
         gpu=config["data"].get("web", {}).get("captions", {}).get("gpu", 1),
