@@ -61,9 +61,11 @@ def name_problems(config: dict[str, Any], models: set[str] | None = None) -> lis
             f"eval.{key}", [pair.split(":")[1] for pair in evals.get(key, [])], datasets, "in eval.datasets"
         )
     zeroshot, retrieval = evaluated(config, "zeroshot"), evaluated(config, "retrieval")
-    if "zeroshot" in report:
+    # a role names one of the datasets evaluated with its task; a config that runs no such task (a small
+    # config merged into config/config.yaml's roles) leaves that part of the tables empty
+    if "zeroshot" in report and zeroshot:
         check("report.zeroshot", [report["zeroshot"]], zeroshot, "evaluated with zeroshot")
-    if "retrieval" in report:
+    if "retrieval" in report and retrieval:
         check("report.retrieval", [report["retrieval"]], retrieval, "evaluated with retrieval")
     # mapping roles: a config given with --configfile is merged into config/config.yaml's mappings, so their
     # keys need only name a known dataset or model (results that do not exist leave the row empty)

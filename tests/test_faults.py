@@ -271,6 +271,13 @@ def test_unknown_names_are_found_with_the_key(sections, message):
     assert message in "\n".join(name_problems(demo_config(**sections)))
 
 
+def test_a_role_whose_task_no_run_evaluates_is_left_empty_not_refused():
+    config = demo_config(eval={"every_run": ["zeroshot:shapes"], "main_runs": []})
+    assert name_problems(config) == []  # report.retrieval: shapes_captions, merged from config/config.yaml
+    config["report"]["zeroshot"] = "shapez"
+    assert name_problems(config) == ["report.zeroshot: 'shapez' is not evaluated with zeroshot (known: shapes)"]
+
+
 def test_shipped_configs_have_no_unknown_names():
     for name in ("config.yaml", "paper.yaml"):
         assert name_problems(yaml.safe_load((REPO / "config" / name).read_text())) == [], name

@@ -35,7 +35,6 @@ TINY = {
         "subset_seed": 0,
     },
     "train": {
-        "model": "rankclip-tiny-vit",
         "epochs": 1,
         "batch_size": 64,
         "lr": 0.001,
