@@ -79,7 +79,7 @@ def test_weight_decays_and_bias_does_not():
 
 def test_sklearn_probe_searches_c_on_a_validation_split():
     x, y = clusters(per_class=20)
-    config = LinearProbeConfig(method="sklearn", c_grid=(0.01, 1.0, 100.0), bisection_steps=2, seed=0)
+    config = LinearProbeConfig(method="logistic", c_grid=(0.01, 1.0, 100.0), bisection_steps=2, seed=0)
     metrics, _, info = linear_probe(x[::2], y[::2], x[1::2], y[1::2], 4, config)
     assert metrics["top1"] > 0.9
     assert 0.01 <= info["C"] <= 100.0
@@ -91,7 +91,7 @@ def test_sklearn_probe_searches_c_on_a_validation_split():
 def test_sklearn_probe_with_a_class_missing_from_training():
     x, y = clusters(num_classes=3, per_class=10)
     keep = y != 2
-    config = LinearProbeConfig(method="sklearn", c_grid=(1.0,), bisection_steps=0)
+    config = LinearProbeConfig(method="logistic", c_grid=(1.0,), bisection_steps=0)
     metrics, per_class, _ = linear_probe(x[keep], y[keep], x, y, 3, config)
     assert [row["accuracy"]["top1"] for row in per_class][2] == 0.0  # never predicted
     assert metrics["top1"] <= 2 / 3 + 1e-9

@@ -275,7 +275,8 @@ def test_a_role_whose_task_no_run_evaluates_is_left_empty_not_refused():
     config = demo_config(eval={"every_run": ["zeroshot:shapes"], "main_runs": []})
     assert name_problems(config) == []  # report.retrieval: shapes_captions, merged from config/config.yaml
     config["report"]["zeroshot"] = "shapez"
-    assert name_problems(config) == ["report.zeroshot: 'shapez' is not evaluated with zeroshot (known: shapes)"]
+    expected = "report.zeroshot: 'shapez' is not evaluated with zeroshot (known: shapes)"
+    assert name_problems(config) == [expected]
 
 
 def test_shipped_configs_have_no_unknown_names():

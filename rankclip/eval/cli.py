@@ -81,7 +81,12 @@ def _ties_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _probe_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--probe", choices=("torch", "sklearn"), default="torch", help="probe protocol")
+    parser.add_argument(
+        "--probe",
+        choices=("linear", "logistic"),  # rankclip.eval.linear_probe.PROBE_METHODS (torch-free here)
+        default="linear",
+        help="probe protocol: linear (the paper's: one nn.Linear, AdamW) or logistic (L-BFGS, C search)",
+    )
     parser.add_argument("--epochs", type=int, default=32)
     parser.add_argument("--probe-batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=0.005)

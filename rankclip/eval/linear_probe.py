@@ -1,6 +1,7 @@
 """Linear probes on frozen image features: the paper's protocol, and scikit-learn's logistic regression.
 
-``method="torch"`` (default) follows the authors' code (the CyCLIP base's ``get_linear_probe_metrics``):
+``method="linear"`` (default; the paper's "linear layer on frozen features") follows the authors' code
+(the CyCLIP base's ``get_linear_probe_metrics``):
 one ``nn.Linear`` on the raw (unnormalised) image features, cross-entropy, AdamW (betas 0.9/0.999,
 weight decay 0.01 on the weight, none on the bias), learning rate 0.005 with a cosine schedule over all
 steps and no warm-up, 32 epochs of shuffled mini-batches of 16 (the last one partial), top-1 on the test
@@ -8,7 +9,7 @@ split. Initialisation and shuffling draw from one ``torch.Generator`` seeded wit
 RNG is untouched), and training runs on the CPU in float32: the same features and seed give the same
 classifier bit for bit.
 
-``method="sklearn"`` is the CLIP paper's protocol: L-BFGS multinomial logistic regression, with C chosen
+``method="logistic"`` is the CLIP paper's protocol: L-BFGS multinomial logistic regression, with C chosen
 on a held-out part of the training split (a seeded random ``val_fraction``), first over a decade grid,
 then by bisection (in log space) around the best value; the final model is refitted on the whole
 training split with that C.
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from rankclip.eval.metrics import positive_ranks, topk_accuracy
 
 __all__ = [
+    "PROBE_METHODS",
     "LinearProbeConfig",
     "cosine_lr",
     "linear_probe",
@@ -36,26 +38,29 @@ __all__ = [
 ]
 
 
+PROBE_METHODS = ("linear", "logistic")  # config eval.probe, `rankclip eval linear-probe --probe`
+
+
 @dataclass(frozen=True)
 class LinearProbeConfig:
-    method: Literal["torch", "sklearn"] = "torch"
+    method: Literal["linear", "logistic"] = "linear"
     normalize: bool = False  # the authors' code probes raw features
     seed: int = 0
     ks: tuple[int, ...] = (1,)
-    # method="torch"
+    # method="linear"
     epochs: int = 32
     batch_size: int = 16
     lr: float = 0.005
     weight_decay: float = 0.01
-    # method="sklearn"
+    # method="logistic"
     c_grid: tuple[float, ...] = tuple(10.0**e for e in range(-6, 7))
     bisection_steps: int = 4
     val_fraction: float = 0.2
     max_iter: int = 1000
 
     def __post_init__(self):
-        if self.method not in ("torch", "sklearn"):
-            raise ValueError(f"linear probe method must be 'torch' or 'sklearn', got {self.method!r}")
+        if self.method not in PROBE_METHODS:
+            raise ValueError(f"linear probe method must be one of {PROBE_METHODS}, got {self.method!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("linear probe needs epochs >= 1, batch_size >= 1, lr > 0, weight_decay >= 0")
         if not 0 < self.val_fraction < 1 or not self.c_grid or min(self.c_grid) <= 0:
@@ -64,7 +69,7 @@ class LinearProbeConfig:
     def protocol(self) -> dict:
         """The settings that define the result (stored in the result's ``protocol``)."""
         common = {"method": self.method, "normalize": self.normalize, "seed": self.seed, "ks": list(self.ks)}
-        if self.method == "torch":
+        if self.method == "linear":
             names = ("epochs", "batch_size", "lr", "weight_decay")
         else:
             names = ("c_grid", "bisection_steps", "val_fraction", "max_iter")
@@ -193,7 +198,7 @@ def linear_probe(
     for name, labels in (("train", train_labels), ("test", test_labels)):
         if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
             raise ValueError(f"{name} labels must lie in 0..{num_classes - 1}")
-    if config.method == "torch":
+    if config.method == "linear":
         layer = train_linear_probe(train_features, train_labels, num_classes, config)
         with torch.no_grad():
             logits = layer(_features(test_features, config.normalize)).numpy()

@@ -135,3 +135,82 @@ def test_lint_is_clean():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def scheduled_runs(output: str) -> set[str]:
+    """The run ids of the train jobs a dry-run lists."""
+    return set(re.findall(r"rule train:\n(?:.*\n)*?\s+wildcards: run_id=(\S+)", output))
+
+
+def test_paper_table1_target_trains_and_evaluates_only_table1s_runs(workdir):
+    result = dry_run(workdir, "table1", "--configfile", str(workdir / "config" / "paper.yaml"))
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    # the 6 main runs on ImageNet-1K and COCO; the data they need (no V2/R, no linear-probe sets)
+    assert counts["train"] == 6 and counts["evaluate"] == 6 * 2 and counts["table1"] == 1
+    assert counts["subset"] == 1 and counts["imagenet_val"] == counts["mscoco_karpathy"] == 1
+    for absent in ("notebook", "report", "tables", "imagenet_shift", "linear_probe_set", "all"):
+        assert absent not in counts
+
+
+def test_target_lists_exactly_its_runs_and_prints_its_cost(workdir):
+    snakefile = str(REPO / "workflow" / "Snakefile")
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "fig4", "--directory", str(workdir), "--snakefile", snakefile,
+         "--configfile", str(workdir / "config" / "paper.yaml")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    sizes = [500000, 750000, 1000000, 2500000]
+    assert scheduled_runs(result.stdout) == {
+        f"{method}__ViT-B-32__n{size}__lc1.0__li1.0__s0" for method in ("clip", "rankclip") for size in sizes
+    }
+    # 8 runs x 64 epochs over 500k + 750k + 1M + 2.5M pairs, at 1500 samples/s per GPU (paper.yaml)
+    samples = 2 * 64 * sum(sizes)
+    assert f"fig4: 8 training runs, {samples:,} samples seen, ~{samples / 1500 / 3600:,.1f} GPU-hours" in (
+        result.stdout
+    )
+
+
+def test_every_target_builds_in_both_configs(workdir):
+    targets = ["table1", "table2", "table3", "table4", "fig3", "fig4", "fig5", "fig6"]
+    for config in ("config.yaml", "paper.yaml"):
+        result = dry_run(workdir, *targets, "--configfile", str(workdir / "config" / config))
+        assert result.returncode == 0, (config, result.stderr)
+        counts = job_counts(result.stdout)
+        assert all(counts[target] == 1 for target in targets), (config, counts)
+        assert "all" not in counts and "report" not in counts
+
+
+def test_linear_probe_protocol_comes_from_the_config(workdir):
+    path = workdir / "config" / "config.yaml"
+    commands = {}
+    for probe in ("linear", "logistic"):
+        config = yaml.safe_load(path.read_text())
+        config["eval"]["probe"] = probe
+        path.write_text(yaml.safe_dump(config))
+        result = subprocess.run(
+            [*SNAKEMAKE, "-n", "--printshellcmds", "--directory", str(workdir), "--snakefile",
+             str(REPO / "workflow" / "Snakefile")],
+            cwd=REPO, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
+        commands[probe] = [line for line in shell if line.startswith("rankclip eval ")]
+    for probe, lines in commands.items():
+        probes = [line for line in lines if line.startswith("rankclip eval linear-probe ")]
+        assert len(probes) == 6 * 2 + 2 * 2 and all(f" --probe {probe} " in line for line in probes)
+        assert not any("--probe" in line for line in lines if line not in probes)
+
+
+def test_probe_names_agree_across_schema_cli_and_library(capsys):
+    from rankclip.eval.cli import build_parser
+    from rankclip.eval.linear_probe import PROBE_METHODS
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    assert tuple(schema["properties"]["eval"]["properties"]["probe"]["enum"]) == PROBE_METHODS
+    args = ["eval", "linear-probe", "--checkpoint", "m.pt", "--dataset", "d", "--out", "o"]
+    assert build_parser().parse_args(args).probe == PROBE_METHODS[0]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*args, "--probe", "other"])
+    assert f"(choose from {', '.join(map(repr, PROBE_METHODS))})" in capsys.readouterr().err

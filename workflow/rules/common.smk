@@ -22,26 +22,37 @@ def code_hash(stage):
     return stage_code_hash(stage, root=repo if (repo / "rankclip").is_dir() else None)
 
 
-def run_ids():
-    """Every training run the config asks for (Tables 1-4, Fig. 3, Fig. 4), without duplicates."""
+def analysis_runs():
+    """The runs of each analysis, every seed: "main" (Tables 1-3, Figs. 5-6), "backbones" (Table 4),
+    "data_sizes" (Fig. 4) and "lambdas" (Fig. 3), as dicts of RUN_ID's fields."""
     runs = config["runs"]
     main = dict(backbone=runs["backbone"], data_size=runs["data_size"], lambda_cross=1.0, lambda_in=1.0)
-    wanted = []
+    analyses = dict(main=[], backbones=[], data_sizes=[], lambdas=[])
     for seed in runs["seeds"]:
-        for method in runs["methods"]:
-            wanted.append(main | dict(method=method, seed=seed))
+        analyses["main"] += [main | dict(method=method, seed=seed) for method in runs["methods"]]
         for backbone in runs["backbones"]:
-            for method in runs["backbone_methods"]:
-                wanted.append(main | dict(method=method, backbone=backbone, seed=seed))
+            analyses["backbones"] += [
+                main | dict(method=method, backbone=backbone, seed=seed)
+                for method in runs["backbone_methods"]
+            ]
         for data_size in runs["data_sizes"]:
-            for method in runs["data_size_methods"]:
-                wanted.append(main | dict(method=method, data_size=data_size, seed=seed))
+            analyses["data_sizes"] += [
+                main | dict(method=method, data_size=data_size, seed=seed)
+                for method in runs["data_size_methods"]
+            ]
         for lambda_cross in runs["lambda_cross"]:  # swept with lambda_in = 1
-            wanted.append(main | dict(method="rankclip", lambda_cross=float(lambda_cross), seed=seed))
+            analyses["lambdas"].append(
+                main | dict(method="rankclip", lambda_cross=float(lambda_cross), seed=seed)
+            )
         for lambda_in in runs["lambda_in"]:  # swept with lambda_cross = 1
-            wanted.append(main | dict(method="rankclip", lambda_in=float(lambda_in), seed=seed))
-    ids = [RUN_ID.format(**run) for run in wanted]
-    return list(dict.fromkeys(ids))
+            analyses["lambdas"].append(main | dict(method="rankclip", lambda_in=float(lambda_in), seed=seed))
+    return analyses
+
+
+def run_ids(analyses=("main", "backbones", "data_sizes", "lambdas")):
+    """The training runs of the given analyses (default: every run the config asks for), without duplicates."""
+    wanted = [run for name in analyses for run in analysis_runs()[name]]
+    return list(dict.fromkeys(RUN_ID.format(**run) for run in wanted))
 
 
 def parse_run_id(run_id):
@@ -90,6 +101,16 @@ def train_flags(wildcards):
         on_config_change="restart",  # a params change reruns the job: train afresh, old outputs kept
     )
     return " ".join(f"--{key.replace('_', '-')} {value}" for key, value in values.items())
+
+
+def tables_command(out_dir):
+    """`rankclip report tables` over every result on disk: results.csv and Table 1 into `out_dir`."""
+    runs, roles = config["runs"], config["report"]
+    return (
+        f"rankclip report tables --results-dir {RESULTS / 'eval'} --out-dir {out_dir} "
+        f"--backbone {runs['backbone']} --data-size {runs['data_size']} "
+        f"--zeroshot {roles['zeroshot']} --retrieval {roles['retrieval']}"
+    )
 
 
 def trained_models():

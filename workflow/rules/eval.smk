@@ -23,6 +23,9 @@ rule evaluate:
         cpus_per_task=config["resources"]["eval"]["cpus"],
     params:
         command=lambda wildcards: wildcards.task.replace("_", "-"),
+        probe=lambda wildcards: (
+            f"--probe {config['eval']['probe']}" if wildcards.task == "linear_probe" else ""
+        ),
         dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
         run=lambda wildcards: parse_run_id(wildcards.run_id),
         cache=RESULTS / "embeddings",
@@ -31,7 +34,7 @@ rule evaluate:
         "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
         "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
         "--run-id {wildcards.run_id} --method {params.run[method]} --data-size {params.run[data_size]} "
-        "--train-seed {params.run[seed]} --workers {resources.cpus_per_task} > {log} 2>&1"
+        "--train-seed {params.run[seed]} --workers {resources.cpus_per_task} {params.probe} > {log} 2>&1"
 
 
 rule tables:
@@ -47,12 +50,7 @@ rule tables:
     conda:
         "../../envs/report.yaml"
     params:
-        results_dir=RESULTS / "eval",
-        main=config["runs"],
-        zeroshot=config.get("report", {}).get("zeroshot", "shapes"),
-        retrieval=config.get("report", {}).get("retrieval", "shapes_captions"),
+        command=tables_command(RESULTS / "tables"),
         code=code_hash("report"),
     shell:
-        "rankclip report tables --results-dir {params.results_dir} --out-dir $(dirname {output.results}) "
-        "--backbone {params.main[backbone]} --data-size {params.main[data_size]} "
-        "--zeroshot {params.zeroshot} --retrieval {params.retrieval} > {log} 2>&1"
+        "{params.command} > {log} 2>&1"
