@@ -64,7 +64,7 @@ def fabricate_report_outputs(results: Path, notebooks: list[str]) -> None:
         outputs.table(table, f"{name}_table", f"{name}: a table")
         figure, ax = plt.subplots(figsize=(2, 2))
         ax.plot([0, 1], [1, 0])
-        outputs.figure(figure, f"{name}_figure", f"{name}: a figure")
+        outputs.figure(figure, f"{name}_figure", f"{name}: a figure, $x_{{i}}$")  # braces: not wildcards
         plt.close(figure)
         pages = results / "report" / "notebooks"
         pages.mkdir(parents=True, exist_ok=True)
@@ -118,7 +118,7 @@ def test_captions_and_labels(built):
     results = built["results"]
     figure = results["results/demo/report/fig3_lambda_sweep/fig3_lambda_sweep_figure.png"]
     assert figure["labels"] == {
-        "title": "fig3_lambda_sweep: a figure",
+        "title": "fig3_lambda_sweep: a figure, $x_(i)$",
         "file": "fig3_lambda_sweep_figure.png",
     }
     assert "notebooks/fig3_lambda_sweep.py" in figure["caption"] and "A figure" in figure["caption"]
