@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import pytest
 from PIL import Image, ImageStat
 from synthetic_results import BACKBONE, DATA_SIZE, ROLES, write_synthetic_results
+from test_snakemake_report import build_snakemake_report
 
 from rankclip import report
 from rankclip.eval.hashing import code_version
@@ -232,6 +233,30 @@ def test_workflow_report_shows_every_notebook_output(workflow_run, tmp_path):
 def report_notebooks(repo: Path) -> list[str]:
     text = (repo / "workflow" / "rules" / "report.smk").read_text()
     return ast.literal_eval(re.search(r"^NOTEBOOKS = (\[.*?\])", text, flags=re.M | re.S)[1])
+
+
+@pytest.mark.slow
+def test_snakemake_report_has_every_notebook_output(workflow_run, tmp_path):
+    """`snakemake --report` after the run: each notebook's figures and tables as its index.json lists them
+    (titled as there), its rendered page, our report.html; the jobs that made them are recorded."""
+    work, repo = workflow_run["work"], workflow_run["repo"]
+    built = build_snakemake_report(work, repo / "workflow" / "Snakefile", tmp_path / "snakemake-report.zip")
+    categories, results = built["categories"], built["results"]
+    wanted = {"report.html", "results.csv"}
+    for name in report_notebooks(repo):
+        index = json.loads((work / "results" / "demo" / "report" / name / "index.json").read_text())
+        files = [item.get("png") or item["csv"] for item in index["items"]]
+        listed = categories["Figures and tables"][name]
+        assert sorted(listed) == sorted(f"results/demo/report/{name}/{file}" for file in files)
+        for item, file in zip(index["items"], files, strict=True):
+            assert results[f"results/demo/report/{name}/{file}"]["labels"]["title"] == item["title"]
+        assert f"results/demo/report/notebooks/{name}.html" in categories["Notebooks"]["Other"]
+        wanted |= {*files, f"{name}.html"}
+    assert "fig6_modality_gap.png" in wanted and "table1.csv" in wanted
+    assert built["files"] == wanted
+    assert categories["Report"] == {"Other": ["results/demo/report.html"]}
+    for path in results:
+        assert f"Missing metadata for file {path}" not in built["log"]
 
 
 @pytest.mark.slow

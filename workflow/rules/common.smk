@@ -1,4 +1,5 @@
 # Config validation, run ids and paths: the one place where names are made.
+import json
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -172,3 +173,29 @@ def eval_results():
         for run_id in run_ids()
         for task, dataset in benchmarks(run_id)
     ]
+
+
+def notebook_index(out_dir) -> dict:
+    """A notebook's index.json (rankclip.report.ReportOutputs: title, items), {} if it has none."""
+    index = Path(out_dir) / "index.json"
+    return json.loads(index.read_text()) if index.is_file() else {}
+
+
+def notebook_page_labels(wildcards, output) -> dict[str, str]:
+    """Labels of a rendered notebook in Snakemake's report: its name and the title it gave itself."""
+    title = notebook_index(output.out_dir).get("title", wildcards.notebook)
+    return {"notebook": wildcards.notebook, "title": without_braces(title)}
+
+
+def notebook_item_labels(wildcards, output) -> dict[str, str]:
+    """Labels of one figure (.png) or table (.csv) of a notebook in Snakemake's report: its title, file."""
+    kind = {"png": "figure", "csv": "table"}[wildcards.ext]
+    items = notebook_index(output.out_dir).get("items", [])
+    titles = {(item["kind"], item["name"]): item["title"] for item in items}
+    title = titles.get((kind, wildcards.name), wildcards.name)
+    return {"title": without_braces(title), "file": f"{wildcards.name}.{wildcards.ext}"}
+
+
+def without_braces(text: str) -> str:
+    """``text`` with {} made (): Snakemake expands wildcards in report labels, "{x}" would fail there."""
+    return text.replace("{", "(").replace("}", ")")

@@ -42,7 +42,9 @@ rule tables:
     input:
         eval_results(),
     output:
-        results=RESULTS / "tables" / "results.csv",
+        results=report(
+            RESULTS / "tables" / "results.csv", caption="../report/results_csv.rst", category="Results"
+        ),
         table1=RESULTS / "tables" / "table1.md",
     log:
         LOGS / "tables.log",

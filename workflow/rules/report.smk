@@ -22,8 +22,20 @@ rule notebook:
         evaluations=eval_results(),
     output:
         ipynb=REPORT / "notebooks" / "{notebook}.ipynb",
-        html=REPORT / "notebooks" / "{notebook}.html",
-        out_dir=directory(REPORT / "{notebook}"),
+        html=report(
+            REPORT / "notebooks" / "{notebook}.html",
+            caption="../report/notebook_page.rst",
+            category="Notebooks",
+            labels=notebook_page_labels,
+        ),
+        out_dir=report(
+            directory(REPORT / "{notebook}"),
+            patterns=["{name}.{ext,png|csv}"],  # the figures and tables (ReportOutputs)
+            caption="../report/notebook_output.rst",
+            category="Figures and tables",
+            subcategory="{notebook}",
+            labels=notebook_item_labels,
+        ),
     log:
         LOGS / "report" / "{notebook}.log",
     wildcard_constraints:
@@ -47,7 +59,7 @@ rule report:
         notebooks=expand(rules.notebook.output.out_dir, notebook=NOTEBOOKS),
         pages=expand(rules.notebook.output.html, notebook=NOTEBOOKS),
     output:
-        RESULTS / "report.html",
+        report(RESULTS / "report.html", caption="../report/report_html.rst", category="Report"),
     log:
         LOGS / "report" / "report.log",
     localrule: True
