@@ -23,7 +23,7 @@
 results_csv = "../results/demo/tables/results.csv"
 results_dir = "../results/demo/eval"
 out_dir = "../results/demo/report/fig4_data_size"
-runs = {"backbone": "rankclip-tiny-vit", "data_size": 4096}
+runs = {"backbone": "rankclip-tiny-vit", "data_size": 4096, "data_size_backbone": "rankclip-tiny-rn"}
 roles = {
     "zeroshot": "shapes",
     "retrieval": "shapes_captions",
@@ -45,6 +45,7 @@ sns.set_theme(style="whitegrid", context="notebook")
 roles = report.Roles.from_config(roles)
 frame = report.read_frame(results_csv)
 backbone, data_size = runs["backbone"], int(runs["data_size"])
+curve_backbone = runs.get("data_size_backbone") or backbone  # the paper's Fig. 4: RN50
 shift = roles.robustness
 outputs = report.ReportOutputs(
     out_dir,
@@ -57,14 +58,15 @@ outputs = report.ReportOutputs(
 # ## Zero-shot top-1 by training-set size
 
 # %%
-curve = report.data_size_curve(frame, backbone, roles.zeroshot, roles.data_sizes)
+curve = report.data_size_curve(frame, curve_backbone, roles.zeroshot, roles.data_sizes)
 mapping = ", ".join(f"{ours} -> {paper}" for ours, paper in roles.data_sizes.items() if paper)
 outputs.table(
     curve,
     "fig4_data_size",
-    "Fig. 4 (left): zero-shot top-1 (%) by training pairs",
+    f"Fig. 4 (left): zero-shot top-1 (%) by training pairs, {curve_backbone}",
     f"Keys: method, our size, the paper's size it stands for ({mapping or 'none mapped'}). Paper: ImageNet "
-    "top-1 read off Fig. 4 (approximate; RN50); paper-only rows are its sizes without a counterpart here.",
+    f"top-1 read off Fig. 4 (approximate; RN50); our size is `{report.NOT_RUN}` at the paper's sizes "
+    "without a counterpart here (15M needs a 15M-pair source).",
 )
 curve
 
@@ -109,6 +111,9 @@ if len(paper):
     sizes = {report.size_label(size): size for size in report.PAPER_FIG4["clip"]}
     paper["pairs"] = paper["paper_data_size"].map(sizes)
     sns.lineplot(paper, x="pairs", y="top1", hue="method", marker="o", linestyle="--", ax=ax)
+    for _, row in paper[paper["data_size"] == report.NOT_RUN].iterrows():  # e.g. 15M: no source here
+        ax.annotate(report.NOT_RUN, (row["pairs"], row["top1"]), fontsize=8, xytext=(-40, 6),
+                    textcoords="offset points", color="grey")  # fmt: skip
     ax.set_xscale("log")
 ax.set(title="paper (read off Fig. 4)", xlabel="training pairs", ylabel="ImageNet top-1 (%)")
 ax = axes[2]

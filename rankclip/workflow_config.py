@@ -48,7 +48,12 @@ def name_problems(config: dict[str, Any], models: set[str] | None = None) -> lis
     for key in ("methods", "backbone_methods", "data_size_methods"):
         check(f"runs.{key}", runs.get(key, []), METHODS, "a method")
     model_names = sorted(models)
-    for key, names in (("runs.backbone", [runs["backbone"]]), ("runs.backbones", runs.get("backbones", []))):
+    backbones = (
+        ("runs.backbone", [runs["backbone"]]),
+        ("runs.backbones", runs.get("backbones", [])),
+        ("runs.data_size_backbone", [runs["data_size_backbone"]] if runs.get("data_size_backbone") else []),
+    )
+    for key, names in backbones:
         for name in names:
             if name not in models:
                 near = [m for m in model_names if m.lower().startswith(name.lower()[:3])][:8]

@@ -168,9 +168,9 @@ def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles):
     small = rows(table, method="rankclip", data_size=2048).set_index("source")
     assert small.loc["paper", "top1"] == report.PAPER_FIG4["rankclip"][1_000_000]
     assert small["paper_data_size"].iloc[0] == "1M"
-    # the paper's sizes without a counterpart are kept as paper-only rows
+    # the paper's sizes without a counterpart are kept as paper-only rows, ours marked "not run"
     unmatched = rows(table, method="clip", paper_data_size="15M")
-    assert list(unmatched["source"]) == ["paper"] and unmatched["data_size"].item() == "-"
+    assert list(unmatched["source"]) == ["paper"] and unmatched["data_size"].item() == "not run"
 
 
 def test_robustness_points_and_table(frame):

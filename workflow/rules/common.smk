@@ -36,9 +36,10 @@ def analysis_runs():
                 main | dict(method=method, backbone=backbone, seed=seed)
                 for method in runs["backbone_methods"]
             ]
-        for data_size in runs["data_sizes"]:
+        for data_size in [*runs["data_sizes"], runs["data_size"]]:  # the curve ends at the main size
             analyses["data_sizes"] += [
-                main | dict(method=method, data_size=data_size, seed=seed)
+                main
+                | dict(method=method, backbone=data_size_backbone(), data_size=data_size, seed=seed)
                 for method in runs["data_size_methods"]
             ]
         for lambda_cross in runs["lambda_cross"]:  # swept with lambda_in = 1
@@ -48,6 +49,11 @@ def analysis_runs():
         for lambda_in in runs["lambda_in"]:  # swept with lambda_cross = 1
             analyses["lambdas"].append(main | dict(method="rankclip", lambda_in=float(lambda_in), seed=seed))
     return analyses
+
+
+def data_size_backbone():
+    """Fig. 4's backbone: runs.data_size_backbone, else the main one."""
+    return config["runs"].get("data_size_backbone") or config["runs"]["backbone"]
 
 
 def run_ids(analyses=("main", "backbones", "data_sizes", "lambdas")):

@@ -8,7 +8,8 @@ REPORT = RESULTS / "report"
 # papermill -y: the main runs and the config's report roles (JSON is YAML)
 NOTEBOOK_PARAMETERS = json.dumps(
     {
-        "runs": {key: config["runs"][key] for key in ("backbone", "data_size")},
+        "runs": {key: config["runs"][key] for key in ("backbone", "data_size")}
+        | {"data_size_backbone": data_size_backbone()},
         "roles": config["report"],
     }
 )
