@@ -57,7 +57,8 @@ outputs.table(
     "fig3_lambda_sweep",
     "Fig. 3: zero-shot top-1 and mean R@1 (%) by lambda",
     "One lambda swept, the other at 1. Paper: only the lambda = 1 point is known numerically "
-    "(Table 1's RankCLIP row: top-1 10.16, mean R@1 (7.18 + 3.74) / 2).",
+    "(Table 1's RankCLIP row: top-1 10.16, mean R@1 (7.18 + 3.74) / 2). "
+    + report.stand_in_note({roles.zeroshot: "imagenet1k", roles.retrieval: "mscoco"}),
 )
 sweep
 

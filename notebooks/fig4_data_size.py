@@ -66,7 +66,8 @@ outputs.table(
     f"Fig. 4 (left): zero-shot top-1 (%) by training pairs, {curve_backbone}",
     f"Keys: method, our size, the paper's size it stands for ({mapping or 'none mapped'}). Paper: ImageNet "
     f"top-1 read off Fig. 4 (approximate; RN50); our size is `{report.NOT_RUN}` at the paper's sizes "
-    "without a counterpart here (15M needs a 15M-pair source).",
+    "without a counterpart here (15M needs a 15M-pair source). "
+    + report.stand_in_note({roles.zeroshot: "imagenet1k"}),
 )
 curve
 
@@ -85,7 +86,8 @@ outputs.table(
     "fig4_robustness",
     "Fig. 4 (right): main vs shifted zero-shot top-1 (%) of the main runs",
     f"zeroshot_top1: `{roles.zeroshot}`; shift_top1: `{shift}`; shift_minus_zeroshot > 0: above y = x. "
-    "Paper: Table 1's ImageNet top-1 and Table 2's value for the same benchmark.",
+    "Paper: Table 1's ImageNet top-1 and Table 2's value for the same benchmark. "
+    + report.stand_in_note({roles.zeroshot: "imagenet1k", shift: roles.shift.get(shift)}),
 )
 outputs.table(
     points.round(2),

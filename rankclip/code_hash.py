@@ -54,8 +54,15 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/data/loader.py",
     ),
     "eval": ("rankclip/eval",),
-    # the tables, the notebooks' library and the HTML report (a notebook job's notebook is its input)
-    "report": ("rankclip/report.py", "rankclip/report_html.py"),
+    # the tables, the notebooks' library and the HTML report (a notebook job's notebook is its input);
+    # the report's Protocol table reads TrainConfig's defaults and our model configs
+    "report": (
+        "rankclip/report.py",
+        "rankclip/report_html.py",
+        "rankclip/protocol.py",
+        "rankclip/config.py",
+        "rankclip/model_configs",
+    ),
 }
 _SUFFIXES = (".py", ".json")
 

@@ -5,9 +5,13 @@ results JSON, metrics as fractions) and returns a table in percent laid out by `
 (a method, a backbone and method, ...) up to three rows, ``ours`` (mean over seeds), ``paper`` (from
 PAPER.md, the constants below) and ``ours - paper``, with rows that would be empty left out (a method the
 paper does not report has no ``paper`` row). Which of our evaluation datasets plays which of the paper's
-benchmarks is the config's ``report`` section (``Roles``). The notebooks in ``notebooks/`` call these
-functions and only draw; ``ReportOutputs`` saves their tables (CSV + Markdown) and figures (PNG) with an
-``index.json`` that the HTML report (``rankclip.report_html``) reads.
+benchmarks is the config's ``report`` section (``Roles``). A difference is shown only where our dataset IS
+the paper's benchmark (``same_benchmark``: its name is the evaluation set that ``rankclip data eval-set``
+makes for that benchmark, ``BENCHMARK_SETS``); a stand-in (the demo's shapes for ImageNet) gets the paper's
+number beside ours for reference, but no ``ours - paper``, which would compare two different tests.
+The notebooks in ``notebooks/`` call these functions and only draw; ``ReportOutputs`` saves their tables
+(CSV + Markdown) and figures (PNG) with an ``index.json`` that the HTML report (``rankclip.report_html``)
+reads.
 """
 
 from __future__ import annotations
@@ -110,6 +114,24 @@ PAPER_FIG4 = {
     "clip": {500_000: 4.5, 750_000: 7.5, 1_000_000: 9.4, 3_000_000: 12.1, 15_000_000: 21.6},
     "rankclip": {500_000: 8.3, 750_000: 11.3, 1_000_000: 13.1, 3_000_000: 17.0, 15_000_000: 30.9},
 }
+# The paper's benchmarks (the keys above, plus ImageNet1K and MS-COCO) -> the name of the evaluation set
+# that IS that benchmark (rankclip.data.evalset_registry, written by `rankclip data eval-set`).
+BENCHMARK_SETS = {
+    "imagenet1k": "imagenet1k",
+    "mscoco": "mscoco_karpathy",
+    "v2_matched": "imagenetv2_matched",
+    "v2_threshold": "imagenetv2_threshold",
+    "v2_top": "imagenetv2_top",
+    "imagenet_r": "imagenet_r",
+    **{name: name for name in PAPER_TABLE3_DATASETS if name != "sst2"},
+    "sst2": "renderedsst2",
+}
+BENCHMARK_NAMES = {
+    "imagenet1k": "ImageNet1K",
+    "mscoco": "MS-COCO (Karpathy 5k test)",
+    **PAPER_TABLE2_BENCHMARKS,
+    **PAPER_TABLE3_DATASETS,
+}
 METHOD_ORDER = ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
 SOURCES = ("ours", "paper", "ours - paper")
 NO_COUNTERPART = "-"
@@ -119,6 +141,35 @@ STALE_MARK = "\u2020"
 STALE_NOTE = (
     f"{STALE_MARK} made by older evaluation code (results whose code_hash differs from the current one)."
 )
+
+
+# ------------------------------------------------------------------------------------------ benchmarks
+def same_benchmark(dataset: str | None, benchmark: str | None) -> bool:
+    """Whether our evaluation set ``dataset`` is the paper's ``benchmark`` itself (not a stand-in): its
+    name is the evaluation set made for that benchmark (``BENCHMARK_SETS``). Only then is ``ours - paper``
+    a difference between two numbers of one test."""
+    return dataset is not None and benchmark is not None and BENCHMARK_SETS.get(benchmark) == dataset
+
+
+def paper_probe_sets() -> set[str]:
+    """Our names of the paper's ten linear-probe sets: an average over exactly these is the paper's."""
+    return {BENCHMARK_SETS[name] for name in PAPER_TABLE3_DATASETS}
+
+
+def stand_in_note(pairs: dict[str, str | None]) -> str:
+    """A caption sentence naming the stand-ins among ``pairs`` (our dataset -> the paper's benchmark key),
+    for which the table has no ``ours - paper``; "" when every one is the paper's benchmark."""
+    stand_ins = [
+        f"`{ours}` for {BENCHMARK_NAMES.get(paper, paper)}"
+        for ours, paper in pairs.items()
+        if paper is not None and not same_benchmark(ours, paper)
+    ]
+    if not stand_ins:
+        return ""
+    return (
+        f"Stand-ins, not the paper's benchmark ({', '.join(stand_ins)}): the paper's number is there for "
+        "reference, with no `ours - paper`."
+    )
 
 
 # ------------------------------------------------------------------------------------------ roles
@@ -131,7 +182,8 @@ class Roles:
     maps our linear-probe sets to Table 3's columns (``PAPER_TABLE3_DATASETS``, or None); ``backbones``
     our backbones to Table 4's (``RN50``, ``ViT-B/32``); ``data_sizes`` our training sizes to Fig. 4's
     (500000 ... 15000000); ``robustness`` is the shifted set of Fig. 4's robustness scatter (default:
-    the first of ``shift``).
+    the first of ``shift``); ``reasons``: why a setting of the report's protocol table
+    (``rankclip.protocol``) differs from the paper's, by setting key.
     """
 
     zeroshot: str
@@ -141,6 +193,7 @@ class Roles:
     backbones: dict[str, str | None] = field(default_factory=dict)
     data_sizes: dict[int, int | None] = field(default_factory=dict)
     robustness: str | None = None
+    reasons: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_config(cls, section: dict[str, Any]) -> Roles:
@@ -177,7 +230,10 @@ class Roles:
         robustness = section.get("robustness") or next(iter(values["shift"]), None)
         if robustness is not None and robustness not in values["shift"]:
             raise ValueError(f"report.robustness: {robustness!r} is not one of report.shift's datasets")
-        return cls(**values, robustness=robustness)
+        reasons = dict(section.get("reasons") or {})
+        if not all(isinstance(v, str) for v in reasons.values()):
+            raise ValueError("report.reasons: each value must be a sentence (a string)")
+        return cls(**values, robustness=robustness, reasons=reasons)
 
 
 # ------------------------------------------------------------------------------------------ frames
@@ -245,12 +301,18 @@ def _key(key) -> tuple:
 
 
 def compare(
-    ours: pd.DataFrame, paper: pd.DataFrame, order: list | None = None, decimals: int = 2
+    ours: pd.DataFrame,
+    paper: pd.DataFrame,
+    order: list | None = None,
+    decimals: int = 2,
+    same: list[str] | None = None,
 ) -> pd.DataFrame:
     """Rows ``ours``, ``paper``, ``ours - paper`` per key (index of ``ours``/``paper``), same columns.
 
     The result has the key columns (the index names), ``source`` and the value columns; a row with no
-    value (the paper does not report the method, or we did not run it) is left out.
+    value (the paper does not report the method, or we did not run it) is left out. ``same``: the columns
+    measured on the paper's own benchmark, the only ones that get a difference (None: every column); with
+    none of them, there is no ``ours - paper`` row.
     """
     names = [n for n in (ours.index.names if ours.index.names[0] is not None else paper.index.names)]
     names = [name or "key" for name in names]
@@ -259,10 +321,11 @@ def compare(
     theirs = {_key(k): row for k, row in paper.reindex(columns=columns).astype(float).iterrows()}
     keys = [_key(k) for k in order] if order is not None else list(dict.fromkeys([*mine, *theirs]))
     empty = pd.Series(np.nan, index=columns, dtype=float)
+    differs = pd.Series([same is None or c in same for c in columns], index=columns)
     rows = []
     for key in keys:
         a, b = mine.get(key, empty), theirs.get(key, empty)
-        for source, values in zip(SOURCES, (a, b, a - b), strict=True):
+        for source, values in zip(SOURCES, (a, b, (a - b).where(differs)), strict=True):
             if values.notna().any():
                 rows.append({**dict(zip(names, key, strict=True)), "source": source, **values.to_dict()})
     table = pd.DataFrame(rows, columns=[*names, "source", *columns])
@@ -375,7 +438,18 @@ def table1(frame: pd.DataFrame, backbone: str, data_size: int, zeroshot: str, re
         mean_percent(ret, ["method"], TABLE1_COLUMNS[3:]), how="outer"
     )
     paper = _paper(PAPER_TABLE1, TABLE1_COLUMNS, ["method"])
-    return compare(ours, paper, method_order([*ours.index, *paper.index]))
+    same = _same_columns(zeroshot, retrieval, TABLE1_COLUMNS)
+    return compare(ours, paper, method_order([*ours.index, *paper.index]), same=same)
+
+
+def _same_columns(zeroshot: str, retrieval: str, columns: list[str]) -> list[str]:
+    """Of Table 1's (or 4's) ``columns``, those measured on the paper's benchmark."""
+    same = []
+    if same_benchmark(zeroshot, "imagenet1k"):
+        same += [c for c in columns if c.startswith("top")]
+    if same_benchmark(retrieval, "mscoco"):
+        same += [c for c in columns if "_R@" in c]
+    return same
 
 
 @marks_stale
@@ -396,7 +470,8 @@ def table2(frame: pd.DataFrame, backbone: str, data_size: int, shift: dict[str, 
     ours.index.name = "method"
     paper = pd.DataFrame.from_dict(paper_rows, orient="index").reindex(columns=columns)
     paper.index.name = "method"
-    return compare(ours, paper, method_order([*ours.index, *paper.index]))
+    same = [f"{ds} top{k}" for ds, benchmark in shift.items() if same_benchmark(ds, benchmark) for k in ks]
+    return compare(ours, paper, method_order([*ours.index, *paper.index]), same=same)
 
 
 def _linear_probe_percent(rows: pd.DataFrame, keys: list[str], datasets: list[str]) -> pd.DataFrame:
@@ -413,7 +488,8 @@ def table3(
     frame: pd.DataFrame, backbone: str, data_size: int, linear_probe: dict[str, str | None]
 ) -> pd.DataFrame:
     """Table 3: linear-probe top-1 on our datasets and their average; the paper's value beside each
-    dataset ``linear_probe`` maps to one of its ten, and the paper's ten-dataset average beside ours."""
+    dataset ``linear_probe`` maps to one of its ten, and the paper's ten-dataset average beside ours (a
+    difference for the average only when ours is over the paper's ten)."""
     datasets = list(linear_probe)
     rows = select(frame, LINEAR_PROBE, None, backbone, data_size)
     rows = rows[rows["dataset"].isin(datasets)]
@@ -430,7 +506,10 @@ def table3(
         index=paper.index,
     )
     paper.index.name = "method"
-    return compare(ours, paper, method_order([*ours.index, *paper.index]))
+    same = [ds for ds, name in linear_probe.items() if same_benchmark(ds, name)]
+    if set(same) == set(datasets) == paper_probe_sets():  # our average is over the paper's ten
+        same.append("avg")
+    return compare(ours, paper, method_order([*ours.index, *paper.index]), same=same)
 
 
 @marks_stale
@@ -478,7 +557,10 @@ def table4(
     paper = _paper(paper_rows, TABLE4_COLUMNS, keys)
     methods = method_order([*shared, *(m for _, m in paper_rows)])
     order = [(b, m) for b in present for m in methods]
-    return compare(ours, paper, order)
+    same = _same_columns(zeroshot, retrieval, TABLE4_COLUMNS)
+    if set(linear_probe) == paper_probe_sets():
+        same.append("linear_probe_avg")
+    return compare(ours, paper, order, same=same)
 
 
 @marks_stale
@@ -512,7 +594,10 @@ def lambda_sweep(
         point = (values[0], (values[3] + values[6]) / 2)
         paper_rows = {("lambda_cross", 1.0): point, ("lambda_in", 1.0): point}
     paper = _paper(paper_rows, ["top1", "mean_R@1"], ["swept", "lambda"])
-    return compare(ours, paper)
+    same = ["top1"] * same_benchmark(zeroshot, "imagenet1k") + ["mean_R@1"] * same_benchmark(
+        retrieval, "mscoco"
+    )
+    return compare(ours, paper, same=same)
 
 
 def size_label(size: int | None) -> str:
@@ -564,7 +649,7 @@ def data_size_curve(
         )
 
     order = sorted(dict.fromkeys([*keyed, *paper_rows]), key=sort_key)
-    return compare(ours, paper, order)
+    return compare(ours, paper, order, same=["top1"] if same_benchmark(zeroshot, "imagenet1k") else [])
 
 
 def robustness_points(frame: pd.DataFrame, zeroshot: str, shift: str) -> pd.DataFrame:
@@ -603,7 +688,13 @@ def robustness_table(
     paper = pd.DataFrame.from_dict(paper_rows, orient="index", columns=columns[:2])
     paper[columns[2]] = paper[columns[1]] - paper[columns[0]]
     paper.index.name = ours.index.name = "method"
-    return compare(ours, paper, method_order([*ours.index, *paper.index]))
+    same_zeroshot, same_shift = same_benchmark(zeroshot, "imagenet1k"), same_benchmark(shift, benchmark)
+    same = (
+        [columns[0]] * same_zeroshot
+        + [columns[1]] * same_shift
+        + [columns[2]] * (same_zeroshot and same_shift)
+    )
+    return compare(ours, paper, method_order([*ours.index, *paper.index]), same=same)
 
 
 @marks_stale

@@ -1,12 +1,14 @@
 """One self-contained HTML report: every table and figure the notebooks wrote, with provenance.
 
-``build_report`` reads each notebook output folder's ``index.json`` (written by
-``rankclip.report.ReportOutputs``) and embeds, in order, its tables (from the CSV; the paper's rows and
-the differences styled apart) and figures (PNG as base64 ``data:`` URIs), then the provenance: the code
-version (``rankclip.__version__`` + git tree hash) of the report and of every result, the config used,
-the data versions (the hashes of DVC-tracked data where ``.dvc`` files exist, else content hashes of the
-data folders, plus the ``dataset_sha256`` of every evaluated dataset) and the runs with their checkpoint
-hashes. Nothing is fetched when the file is opened: no scripts, no external style sheets or images.
+``build_report`` starts with a "Protocol" table (``rankclip.protocol``: every setting, the paper's beside
+this run's, each difference highlighted with its reason), then reads each notebook output folder's
+``index.json`` (written by ``rankclip.report.ReportOutputs``) and embeds, in order, its tables (from the
+CSV; the paper's rows and the differences styled apart) and figures (PNG as base64 ``data:`` URIs),
+then the provenance: the code version (``rankclip.__version__`` + git tree hash) of the report and of
+every result, the config used, the data versions (the hashes of DVC-tracked data where ``.dvc`` files
+exist, else content hashes of the data folders, plus the ``dataset_sha256`` of every evaluated dataset)
+and the runs with their checkpoint hashes. Nothing is fetched when the file is opened: no scripts, no
+external style sheets or images.
 
     rankclip report html --notebooks results/demo/report/tables ... --results-dir results/demo/eval \\
         --config-json "$(cat config.json)" --data-dir resources/demo --out results/demo/report.html
@@ -30,6 +32,7 @@ import yaml
 
 from rankclip.code_hash import stage_code_hash
 from rankclip.eval.hashing import code_version, sha256_file, sha256_json
+from rankclip.protocol import protocol_rows
 from rankclip.report import STALE_MARK, key_columns, results_with_paths
 
 __all__ = ["build_report", "data_versions", "dvc_outputs", "folder_hash"]
@@ -57,6 +60,11 @@ figcaption, p.caption { color: #555; font-size: 13px; max-width: 1100px; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 12px; }
 .meta { color: #555; }
 code { background: #f2f2f2; padding: 0 .2em; }
+#protocol td { white-space: normal; max-width: 420px; vertical-align: top; }
+#protocol tr.differs td { background: #fff1d6; }
+#protocol tr.differs td.differs-flag { color: #b3261e; font-weight: bold; }
+#protocol tr.unknown td.differs-flag { color: #777; }
+#protocol td.source { color: #666; font-size: 12px; }
 """
 
 
@@ -239,6 +247,45 @@ def _notebook_section(folder: Path) -> tuple[str, str, str]:
     return anchor, index["title"], "\n".join(parts)
 
 
+def _protocol(config: dict | None, results: list) -> str:
+    """The "Protocol" section: the paper's settings beside this run's, differences highlighted."""
+    parts = ["<section id=\"protocol-section\"><h2>Protocol: the paper's settings beside this run's</h2>"]
+    if not config:
+        parts.append('<p class="meta">no config given</p></section>')
+        return "\n".join(parts)
+    rows = protocol_rows(config, results)
+    differing = [row for row in rows if row["differs"]]
+    unexplained = [row["setting"] for row in differing if not row["reason"]]
+    summary = f"{len(differing)} of {len(rows)} settings differ from the paper (highlighted)"
+    if unexplained:
+        summary += f"; without a recorded reason (add one under report.reasons): {', '.join(unexplained)}"
+    parts.append(
+        f'<p class="meta">{_esc(summary)}. Values from the runs\' stored settings where results exist, '
+        "else from the config. <code>ours - paper</code> rows appear only where our benchmark is the "
+        "paper's own; for a stand-in the paper's number is shown for reference.</p>"
+    )
+    columns = ("setting", "paper", "this run", "differs", "reason", "from", "paper source")
+    head = "".join(f"<th>{name}</th>" for name in columns)
+    body = []
+    for row in rows:
+        kind, flag = {True: ("differs", "yes"), False: ("same", "no"), None: ("unknown", "?")}[row["differs"]]
+        cells = [
+            f"<td>{_esc(row['setting'])}</td>",
+            f"<td>{_esc(row['paper'])}</td>",
+            f"<td>{_text(row['ours'])}</td>",
+            f'<td class="differs-flag">{flag}</td>',
+            f"<td>{_text(row['reason']) if row['reason'] else ('-' if row['differs'] is False else '')}</td>",
+            f"<td>{_esc(row['ours_from'])}</td>",
+            f'<td class="source">{_esc(row["paper_source"])}</td>',
+        ]
+        body.append(f'<tr class="{kind}" data-key="{_esc(row["key"])}">' + "".join(cells) + "</tr>")
+    parts.append(
+        f'<div class="scroll"><table id="protocol"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div></section>"
+    )
+    return "\n".join(parts)
+
+
 def _provenance(
     results_dir: Path | None,
     config: dict | None,
@@ -347,10 +394,16 @@ def build_report(
 ) -> Path:
     """Write the self-contained report to ``out`` (atomically) and return its path."""
     sections = [_notebook_section(Path(folder)) for folder in notebooks]
+    results = (
+        [r for _, r in results_with_paths(results_dir)]
+        if results_dir is not None and Path(results_dir).is_dir()
+        else []
+    )
     versions = data_versions(workdir, data_dir, hash_memo, max_hash_bytes)
     name = (config or {}).get("name", "")
     created = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    nav = "".join(f'<li><a href="#{_esc(a)}">{_esc(t)}</a></li>' for a, t, _ in sections)
+    nav = "<li><a href=\"#protocol-section\">Protocol: the paper's settings beside this run's</a></li>"
+    nav += "".join(f'<li><a href="#{_esc(a)}">{_esc(t)}</a></li>' for a, t, _ in sections)
     nav += '<li><a href="#provenance">Provenance: code, config, data, runs</a></li>'
     body = [
         "<!DOCTYPE html>",
@@ -360,8 +413,10 @@ def build_report(
         f"<h1>{_esc(title)}</h1>",
         f'<p class="meta">Config <code>{_esc(name or "?")}</code> · built {created} · rankclip '
         f"<code>{_esc(code_version())}</code>. Every table puts the paper's number (PAPER.md) beside "
-        "ours and the difference (ours - paper); grey rows: the paper, italic rows: the difference.</p>",
+        "ours, and the difference (ours - paper) where our benchmark is the paper's own (not for a "
+        "stand-in); grey rows: the paper, italic rows: the difference.</p>",
         f"<nav><h2>Contents</h2><ul>{nav}</ul></nav>",
+        _protocol(config, results),
         *(section for _, _, section in sections),
         _provenance(results_dir, config, versions),
         "</body></html>",

@@ -13,6 +13,8 @@ from synthetic_results import (
     BACKBONE,
     DATA_SIZE,
     OTHER_BACKBONE,
+    PAPER_NAMES,
+    PAPER_ROLES,
     ROLES,
     demo_runs,
     run_id,
@@ -42,6 +44,24 @@ def roles() -> report.Roles:
     return report.Roles.from_config(ROLES)
 
 
+@pytest.fixture(scope="module")
+def paper_dir(tmp_path_factory) -> Path:
+    """The same synthetic results, on the paper's own benchmarks (imagenet1k, mscoco_karpathy, ...)."""
+    root = tmp_path_factory.mktemp("paper-results") / "eval"
+    write_synthetic_results(root, names=PAPER_NAMES)
+    return root
+
+
+@pytest.fixture(scope="module")
+def paper_frame(paper_dir) -> pd.DataFrame:
+    return report.collect(paper_dir)
+
+
+@pytest.fixture(scope="module")
+def paper_roles() -> report.Roles:
+    return report.Roles.from_config(PAPER_ROLES)
+
+
 def ours_value(results_dir: Path, method: str, name: str, metric: str, **run) -> float:
     """One metric of one result file, in percent (what the tables should show)."""
     return 100 * read_result(results_dir / run_id(method, **run) / f"{name}.json").metrics[metric]
@@ -54,16 +74,16 @@ def rows(table: pd.DataFrame, **keys) -> pd.DataFrame:
     return table[mask]
 
 
-def test_table1_puts_the_paper_and_the_difference_beside_ours(results_dir, frame):
-    table = report.table1(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+def test_table1_puts_the_paper_and_the_difference_beside_ours(paper_dir, paper_frame):
+    table = report.table1(paper_frame, BACKBONE, DATA_SIZE, "imagenet1k", "mscoco_karpathy")
     assert list(table.columns) == ["method", "source", *report.TABLE1_COLUMNS]
     clip = rows(table, method="clip").set_index("source")
     assert list(clip.index) == ["ours", "paper", "ours - paper"]
     assert clip.loc["ours", "top1"] == pytest.approx(
-        ours_value(results_dir, "clip", "zeroshot-shapes", "top1"), abs=0.005
+        ours_value(paper_dir, "clip", "zeroshot-imagenet1k", "top1"), abs=0.005
     )
     assert clip.loc["ours", "text_to_image_R@5"] == pytest.approx(
-        ours_value(results_dir, "clip", "retrieval-shapes_captions", "text_to_image_R@5"), abs=0.005
+        ours_value(paper_dir, "clip", "retrieval-mscoco_karpathy", "text_to_image_R@5"), abs=0.005
     )
     assert list(clip.loc["paper", report.TABLE1_COLUMNS]) == list(report.PAPER_TABLE1["clip"])
     diff = clip.loc["ours", report.TABLE1_COLUMNS] - clip.loc["paper", report.TABLE1_COLUMNS]
@@ -77,19 +97,63 @@ def test_table1_puts_the_paper_and_the_difference_beside_ours(results_dir, frame
     assert "rankclip_in (paper)" not in markdown
 
 
+def test_table1_has_no_difference_for_stand_ins(frame, tmp_path):
+    """The demo's shapes are not ImageNet: the paper's number stays beside ours, with no difference."""
+    table = report.table1(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    clip = rows(table, method="clip").set_index("source")
+    assert list(clip.index) == ["ours", "paper"]
+    assert list(clip.loc["paper", report.TABLE1_COLUMNS]) == list(report.PAPER_TABLE1["clip"])
+    assert "ours - paper" not in set(table["source"]) and "(ours - paper)" not in report.to_markdown(table)
+    # one role the paper's own benchmark, the other a stand-in: a difference for its columns only
+    write_synthetic_results(tmp_path / "eval", demo_runs(methods=["clip"]), names={"shapes": "imagenet1k"})
+    mixed = report.table1(
+        report.collect(tmp_path / "eval"), BACKBONE, DATA_SIZE, "imagenet1k", "shapes_captions"
+    )
+    clip = rows(mixed, method="clip").set_index("source")
+    assert clip.loc["ours", report.TABLE1_COLUMNS].notna().all()
+    assert clip.loc["ours - paper", ["top1", "top3", "top5"]].notna().all()
+    assert clip.loc["ours - paper", report.TABLE1_COLUMNS[3:]].isna().all()
+
+
+def test_same_benchmark_is_the_papers_evaluation_set_by_name():
+    from rankclip.data.evalset_registry import REGISTRY
+
+    assert set(report.BENCHMARK_SETS.values()) == set(REGISTRY)
+    assert set(report.BENCHMARK_SETS) == {"imagenet1k", "mscoco"} | set(report.PAPER_TABLE2_BENCHMARKS) | set(
+        report.PAPER_TABLE3_DATASETS
+    )
+    assert report.same_benchmark("imagenet1k", "imagenet1k") and report.same_benchmark("renderedsst2", "sst2")
+    assert not report.same_benchmark("shapes", "imagenet1k") and not report.same_benchmark("dtd", None)
+    assert not report.same_benchmark("imagenet1k", "imagenet_r")
+    # the paper config's roles are all the paper's benchmarks; the demo's none
+    paper = report.Roles.from_config(yaml.safe_load((REPO / "config" / "paper.yaml").read_text())["report"])
+    assert report.same_benchmark(paper.zeroshot, "imagenet1k") and report.same_benchmark(
+        paper.retrieval, "mscoco"
+    )
+    assert all(
+        report.same_benchmark(ours, theirs) for ours, theirs in {**paper.shift, **paper.linear_probe}.items()
+    )
+    assert set(paper.linear_probe) == report.paper_probe_sets()
+    demo = report.Roles.from_config(yaml.safe_load((REPO / "config" / "config.yaml").read_text())["report"])
+    pairs = {demo.zeroshot: "imagenet1k", demo.retrieval: "mscoco", **demo.shift, **demo.linear_probe}
+    assert not any(report.same_benchmark(ours, theirs) for ours, theirs in pairs.items())
+    assert "`shapes` for ImageNet1K" in report.stand_in_note(pairs)
+    assert report.stand_in_note({paper.zeroshot: "imagenet1k", **paper.shift}) == ""
+
+
 def test_methods_we_did_not_run_keep_the_papers_row(tmp_path):
     runs = [run for run in demo_runs(methods=["clip", "rankclip"])]
     write_synthetic_results(tmp_path / "eval", runs)
     table = report.table1(report.collect(tmp_path / "eval"), BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
     assert list(rows(table, method="alip")["source"]) == ["paper"]
     assert list(rows(table, method="cyclip")["source"]) == ["paper"]
-    assert list(rows(table, method="clip")["source"]) == ["ours", "paper", "ours - paper"]
+    assert list(rows(table, method="clip")["source"]) == ["ours", "paper"]  # shapes: a stand-in
     # a table with no results at all is the paper's rows alone
     empty = report.table1(report.collect(tmp_path / "eval"), "no-such-backbone", DATA_SIZE, "shapes", "x")
     assert set(empty["source"]) == {"paper"} and len(empty) == len(report.PAPER_TABLE1)
 
 
-def test_table2_maps_our_shifted_set_onto_the_papers_benchmark(results_dir, frame, roles):
+def test_table2_maps_our_shifted_set_onto_the_papers_benchmark(results_dir, frame, roles, paper_frame):
     table = report.table2(frame, BACKBONE, DATA_SIZE, roles.shift)
     assert list(table.columns) == [
         "method",
@@ -103,9 +167,17 @@ def test_table2_maps_our_shifted_set_onto_the_papers_benchmark(results_dir, fram
     assert rankclip.loc["ours", "shapes_sketch top1"] == pytest.approx(
         ours_value(results_dir, "rankclip", "zeroshot-shapes_sketch", "top1"), abs=0.005
     )
+    assert "ours - paper" not in set(table["source"])  # shapes_sketch stands in for ImageNet-R
+    same = report.table2(paper_frame, BACKBONE, DATA_SIZE, {"imagenet_r": "imagenet_r"})
+    rankclip = rows(same, method="rankclip").set_index("source")
+    assert rankclip.loc["ours - paper", "imagenet_r top1"] == pytest.approx(
+        rankclip.loc["ours", "imagenet_r top1"] - rankclip.loc["paper", "imagenet_r top1"], abs=0.011
+    )
 
 
-def test_table3_averages_our_linear_probes_beside_the_papers_average(results_dir, frame, roles):
+def test_table3_averages_our_linear_probes_beside_the_papers_average(
+    results_dir, frame, roles, paper_frame, paper_roles
+):
     table = report.table3(frame, BACKBONE, DATA_SIZE, roles.linear_probe)
     assert list(table.columns) == ["method", "source", "shapes_texture", "fashion_mnist", "avg"]
     cyclip = rows(table, method="cyclip").set_index("source")
@@ -114,16 +186,20 @@ def test_table3_averages_our_linear_probes_beside_the_papers_average(results_dir
     assert cyclip.loc["ours", "avg"] == pytest.approx((texture + fashion) / 2, abs=0.005)
     # shapes_texture stands for DTD; fashion_mnist has no counterpart; avg beside the paper's ten-set mean
     assert cyclip.loc["paper", "shapes_texture"] == report.PAPER_TABLE3["cyclip"][2]
-    assert pd.isna(cyclip.loc["paper", "fashion_mnist"]) and pd.isna(
-        cyclip.loc["ours - paper", "fashion_mnist"]
-    )
+    assert pd.isna(cyclip.loc["paper", "fashion_mnist"]) and "ours - paper" not in cyclip.index
     assert cyclip.loc["paper", "avg"] == report.PAPER_TABLE3["cyclip"][-1]
+    # on DTD itself: a difference for DTD, none for the average (ours is not over the paper's ten)
+    same = report.table3(paper_frame, BACKBONE, DATA_SIZE, paper_roles.linear_probe)
+    diff = rows(same, method="cyclip", source="ours - paper").iloc[0]
+    assert not pd.isna(diff["dtd"]) and pd.isna(diff["fashion_mnist"]) and pd.isna(diff["avg"])
     assert "| cyclip (paper)" in report.to_markdown(table) and "|               - |" in report.to_markdown(
         table
     )
 
 
-def test_table4_compares_the_methods_run_on_every_backbone(results_dir, frame, roles):
+def test_table4_compares_the_methods_run_on_every_backbone(
+    results_dir, frame, roles, paper_frame, paper_roles
+):
     table = report.table4(
         frame, DATA_SIZE, "shapes", "shapes_captions", list(roles.linear_probe), roles.backbones
     )
@@ -143,9 +219,20 @@ def test_table4_compares_the_methods_run_on_every_backbone(results_dir, frame, r
     vit = rows(table, backbone=BACKBONE, method="clip").set_index("source")
     assert vit.loc["paper", "top1"] == report.PAPER_TABLE4[("ViT-B/32", "clip")][0]
     assert not pd.isna(vit.loc["ours", "linear_probe_avg"])
+    assert "ours - paper" not in set(table["source"])
+    same = report.table4(
+        paper_frame,
+        DATA_SIZE,
+        "imagenet1k",
+        "mscoco_karpathy",
+        list(paper_roles.linear_probe),
+        roles.backbones,
+    )
+    diff = rows(same, backbone=OTHER_BACKBONE, method="rankclip", source="ours - paper").iloc[0]
+    assert diff[report.TABLE1_COLUMNS].notna().all() and pd.isna(diff["linear_probe_avg"])
 
 
-def test_lambda_sweep_has_both_axes_and_the_papers_lambda_one_point(results_dir, frame):
+def test_lambda_sweep_has_both_axes_and_the_papers_lambda_one_point(results_dir, frame, paper_frame):
     table = report.lambda_sweep(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
     ours = table[table["source"] == "ours"]
     assert sorted(zip(ours["swept"], ours["lambda"], strict=True)) == [
@@ -160,9 +247,13 @@ def test_lambda_sweep_has_both_axes_and_the_papers_lambda_one_point(results_dir,
     assert set(paper["lambda"]) == {1.0}
     assert paper["top1"].tolist() == [10.16, 10.16]
     assert paper["mean_R@1"].tolist() == pytest.approx([(7.18 + 3.74) / 2] * 2, abs=0.005)
+    assert "ours - paper" not in set(table["source"])
+    same = report.lambda_sweep(paper_frame, BACKBONE, DATA_SIZE, "imagenet1k", "mscoco_karpathy")
+    diff = rows(same, swept="lambda_in", **{"lambda": 1.0}, source="ours - paper")
+    assert diff[["top1", "mean_R@1"]].notna().all(axis=None)
 
 
-def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles):
+def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles, paper_frame):
     table = report.data_size_curve(frame, BACKBONE, "shapes", roles.data_sizes)
     assert set(table["method"]) == {"clip", "rankclip"}
     small = rows(table, method="rankclip", data_size=2048).set_index("source")
@@ -171,9 +262,12 @@ def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles):
     # the paper's sizes without a counterpart are kept as paper-only rows, ours marked "not run"
     unmatched = rows(table, method="clip", paper_data_size="15M")
     assert list(unmatched["source"]) == ["paper"] and unmatched["data_size"].item() == "not run"
+    assert "ours - paper" not in set(table["source"])
+    same = report.data_size_curve(paper_frame, BACKBONE, "imagenet1k", roles.data_sizes)
+    assert list(rows(same, method="rankclip", data_size=2048)["source"]) == ["ours", "paper", "ours - paper"]
 
 
-def test_robustness_points_and_table(frame):
+def test_robustness_points_and_table(frame, paper_frame):
     points = report.robustness_points(frame, "shapes", "shapes_sketch")
     assert len(points) == len(demo_runs())  # every run is evaluated on both sets
     table = report.robustness_table(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_sketch", "imagenet_r")
@@ -184,6 +278,9 @@ def test_robustness_points_and_table(frame):
     assert ours["shift_minus_zeroshot"] == pytest.approx(
         ours["shift_top1"] - ours["zeroshot_top1"], abs=0.011
     )
+    assert "ours - paper" not in set(table["source"])
+    same = report.robustness_table(paper_frame, BACKBONE, DATA_SIZE, "imagenet1k", "imagenet_r", "imagenet_r")
+    assert list(rows(same, method="clip")["source"]) == ["ours", "paper", "ours - paper"]
 
 
 def test_modality_gap_and_artifacts(results_dir, frame):
@@ -213,6 +310,9 @@ def test_roles_from_config_names_the_bad_field():
         report.Roles.from_config({**ROLES, "tables": 1})
     with pytest.raises(ValueError, match="report.robustness"):
         report.Roles.from_config({**ROLES, "robustness": "shapes"})
+    assert report.Roles.from_config({**ROLES, "reasons": {"epochs": "short"}}).reasons == {"epochs": "short"}
+    with pytest.raises(ValueError, match="report.reasons"):
+        report.Roles.from_config({**ROLES, "reasons": {"epochs": 5}})
 
 
 def test_report_outputs_list_tables_and_figures_in_order(tmp_path, frame):
@@ -225,7 +325,7 @@ def test_report_outputs_list_tables_and_figures_in_order(tmp_path, frame):
     index = json.loads((tmp_path / "out" / "index.json").read_text())
     assert index["title"] == "Title" and [item["name"] for item in index["items"]] == ["table1", "fig"]
     assert pd.read_csv(tmp_path / "out" / "table1.csv").shape == table.shape
-    assert "clip (ours - paper)" in (tmp_path / "out" / "table1.md").read_text()
+    assert "clip (paper)" in (tmp_path / "out" / "table1.md").read_text()
     assert (tmp_path / "out" / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # a second run of the notebook starts a fresh index
     report.ReportOutputs(tmp_path / "out", "Title")
@@ -289,10 +389,10 @@ def test_numbers_made_by_older_evaluation_code_are_marked(tmp_path, frame, roles
         (table.iloc[row]["method"], table.iloc[row]["source"], column) for row, column in table.attrs["stale"]
     }
     assert marked == {
-        ("clip", source, metric) for source in ("ours", "ours - paper") for metric in ("top1", "top3", "top5")
-    }  # not the retrieval columns, not the paper's row, no other method
+        ("clip", "ours", metric) for metric in ("top1", "top3", "top5")
+    }  # not the retrieval columns, not the paper's row, no other method (no difference: shapes is a stand-in)
     markdown = report.to_markdown(table)
-    assert report.STALE_NOTE in markdown and markdown.count(report.STALE_MARK) == 6 + 1
+    assert report.STALE_NOTE in markdown and markdown.count(report.STALE_MARK) == 3 + 1
     # a table made from other results has no mark
     assert not report.table3(old, BACKBONE, DATA_SIZE, roles.linear_probe).attrs.get("stale")
 

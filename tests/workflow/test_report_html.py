@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pytest
 from PIL import Image, ImageStat
-from synthetic_results import BACKBONE, DATA_SIZE, ROLES, write_synthetic_results
+from synthetic_results import BACKBONE, DATA_SIZE, PAPER_NAMES, PAPER_ROLES, ROLES, write_synthetic_results
 from test_snakemake_report import build_snakemake_report
 
 from rankclip import report
@@ -91,10 +91,10 @@ def results_dir(tmp_path_factory) -> Path:
     return root
 
 
-def notebook_outputs(results_dir: Path, out: Path) -> list[Path]:
+def notebook_outputs(results_dir: Path, out: Path, roles: dict = ROLES) -> list[Path]:
     """Two notebook output folders made with ReportOutputs, as the notebooks make them (quickly)."""
     frame = report.collect(results_dir)
-    roles = report.Roles.from_config(ROLES)
+    roles = report.Roles.from_config(roles)
     tables = report.ReportOutputs(out / "tables", "Tables 1-4", "main runs")
     tables.table(
         report.table1(frame, BACKBONE, DATA_SIZE, roles.zeroshot, roles.retrieval), "table1", "Table 1"
@@ -107,7 +107,7 @@ def notebook_outputs(results_dir: Path, out: Path) -> list[Path]:
     tables.figure(figure, "overview", "Overview")
     gap = report.ReportOutputs(out / "fig6_representation", "Fig. 6")
     gap.table(
-        report.modality_gap_table(frame, BACKBONE, DATA_SIZE, "shapes_captions"), "gap", "Gap", decimals=4
+        report.modality_gap_table(frame, BACKBONE, DATA_SIZE, roles.retrieval), "gap", "Gap", decimals=4
     )
     figure, ax = plt.subplots(figsize=(4, 4))
     ax.scatter([0, 1, 2], [2, 1, 0], c=["red", "green", "blue"])
@@ -128,7 +128,12 @@ def test_report_is_self_contained_and_renders_in_chromium(results_dir, tmp_path)
         "outs": [{"md5": "0123456789abcdef0123456789abcdef.dir", "size": 14, "nfiles": 1, "path": "web"}]
     }
     (data / "web.dvc").write_text(json.dumps(pointer))  # JSON is YAML
-    config = {"name": "demo", "runs": {"backbone": BACKBONE, "data_size": DATA_SIZE}, "report": ROLES}
+    config = {
+        "name": "demo",
+        "train": {"epochs": 5},
+        "runs": {"backbone": BACKBONE, "data_size": DATA_SIZE},
+        "report": ROLES,
+    }
     out = build_report(
         folders,
         tmp_path / "report.html",
@@ -140,9 +145,15 @@ def test_report_is_self_contained_and_renders_in_chromium(results_dir, tmp_path)
     )
     page = out.read_text()
     assert_report_shows(page, folders)
-    # paper rows and differences are marked; the numbers are there
-    assert 'class="src-paper"' in page and 'class="src-diff"' in page and "<td>ours - paper</td>" in page
-    assert ">9.06<" in page  # CLIP's ImageNet top-1 in the paper
+    # the paper's rows are marked and its numbers there; no difference: the demo's sets are stand-ins
+    assert 'class="src-paper"' in page and ">9.06<" in page  # CLIP's ImageNet top-1 in the paper
+    assert 'class="src-diff"' not in page and "<td>ours - paper</td>" not in page
+    # the protocol table comes first, each difference highlighted with its reason
+    assert page.index('<table id="protocol">') < page.index('<section id="nb-tables">')
+    protocol = page.split('<table id="protocol">')[1].split("</table>")[0]
+    epochs = re.search(r'<tr class="differs" data-key="epochs">(.*?)</tr>', protocol)[1]
+    assert "<td>64</td><td>5</td>" in epochs and "CPU demo scale" in epochs  # paper, ours, the reason
+    assert '<tr class="same" data-key="global_batch">' in protocol
     # provenance: code version, config, data versions (DVC where tracked, content hashes elsewhere)
     assert code_version() in page and "0.1.0+tree.0123456789ab" in page
     assert '<pre id="config">' in page and "shapes_sketch: imagenet_r" in page
@@ -157,6 +168,26 @@ def test_report_is_self_contained_and_renders_in_chromium(results_dir, tmp_path)
     assert "<th>skipped</th>" in runs_table and re.search(r"<td[^>]*>3</td>", runs_table)
     image = screenshot(out, tmp_path / "report.png")
     assert_not_blank(image)
+
+
+def test_report_shows_differences_on_the_papers_own_benchmarks(tmp_path):
+    """Results on imagenet1k, mscoco_karpathy, ...: the tables show ours - paper; the protocol table
+    still lists what differs (here: the demo's training scale)."""
+    root = tmp_path / "eval"
+    write_synthetic_results(root, names=PAPER_NAMES)
+    folders = notebook_outputs(root, tmp_path / "report", PAPER_ROLES)
+    config = {
+        "name": "paper-like",
+        "runs": {"backbone": BACKBONE, "data_size": DATA_SIZE},
+        "report": PAPER_ROLES,
+    }
+    page = build_report(folders, tmp_path / "report.html", root, config, workdir=tmp_path).read_text()
+    assert 'class="src-diff"' in page and "<td>ours - paper</td>" in page
+    table1 = page.split('<table id="table-tables-table1">')[1].split("</table>")[0]
+    assert table1.count('<tr class="src-diff">') == 4  # the paper's four methods
+    protocol = page.split('<table id="protocol">')[1].split("</table>")[0]
+    assert '<tr class="same" data-key="zeroshot_benchmark">' in protocol
+    assert '<tr class="differs" data-key="main_backbone">' in protocol
 
 
 def test_report_names_a_missing_index():
