@@ -55,6 +55,7 @@ KNOWN_REASONS = {
         "fig4_sizes": f"{DEMO}: our sizes stand for the paper's (report.data_sizes)",
         "main_backbone": f"{DEMO}: a tiny ViT",
         "table4_backbones": f"{DEMO}: a tiny ViT and a tiny ResNet",
+        "fig4_backbone": f"{DEMO}: the tiny ResNet in RN50's place",
         "text_tower": f"{DEMO}: a tiny text tower",
         "image_size": f"{DEMO}: small images",
         "captioner": "no captioning model on the CPU: the second caption is another of the corpus's "
@@ -151,6 +152,7 @@ PAPER_PROTOCOL = (
         "Training protocol: 'Data-size ablation (Fig. 4): 500K, 750K, 1M, 3M, 15M pairs'",
     ),
     Setting("main_backbone", "main backbone", "ViT-B/32", "Training protocol: 'ViT-B/32 (Tables 1–3)'"),
+    Setting("fig4_backbone", "backbone (Fig. 4)", "RN50", "Training protocol: 'RN50 (Table 4 and Fig. 4)'"),
     Setting(
         "table4_backbones",
         "backbones (Table 4)",
@@ -396,6 +398,11 @@ def _main_backbone(run: _Run) -> Check:
     return str(backbone), backbone != PAPER_BACKBONE, "config"
 
 
+def _fig4_backbone(run: _Run) -> Check:
+    backbone = run.runs.get("data_size_backbone") or run.runs.get("backbone", "?")
+    return str(backbone), backbone != "RN50", "config"
+
+
 def _table4_backbones(run: _Run) -> Check:
     backbones = run.backbones()
     return ", ".join(backbones), set(backbones) != PAPER_BACKBONES, "config"
@@ -455,14 +462,15 @@ def _templates(run: _Run) -> Check:
 
 def _linear_probe(run: _Run) -> Check:
     protocols = run.eval_protocols("linear_probe")
-    methods = list(dict.fromkeys(p.get("method", "torch") for p in protocols)) or ["torch"]
+    configured = run.config.get("eval", {}).get("probe")
+    methods = list(dict.fromkeys(p.get("method", "linear") for p in protocols)) or [configured or "linear"]
     described = {
-        "torch": "nn.Linear on frozen raw image features, top-1 (the authors' code: AdamW lr 0.005, "
+        "linear": "nn.Linear on frozen raw image features, top-1 (the authors' code: AdamW lr 0.005, "
         "32 epochs, batch 16)",
-        "sklearn": "L-BFGS logistic regression with C searched on a held-out part (the CLIP paper's)",
+        "logistic": "L-BFGS logistic regression with C searched on a held-out part (the CLIP paper's)",
     }
     shown = "; ".join(described.get(m, str(m)) for m in methods)
-    return shown, methods != ["torch"], "runs" if protocols else "default"
+    return shown, methods != ["linear"], "runs" if protocols else "config" if configured else "default"
 
 
 CHECKS: dict[str, Callable[[_Run], Check]] = {
@@ -484,6 +492,7 @@ CHECKS: dict[str, Callable[[_Run], Check]] = {
     "data_size": _data_size,
     "fig4_sizes": _fig4_sizes,
     "main_backbone": _main_backbone,
+    "fig4_backbone": _fig4_backbone,
     "table4_backbones": _table4_backbones,
     "text_tower": _text_tower,
     "zeroshot_benchmark": lambda run: _role(run, "zeroshot", "imagenet1k"),

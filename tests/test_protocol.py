@@ -52,7 +52,7 @@ def paper_results(config: dict, **train) -> list[dict]:
             "task": "linear_probe",
             "dataset": "cifar10",
             "train_config": stored,
-            "protocol": {"method": "torch"},
+            "protocol": {"method": "linear"},
         },
     ]
 
@@ -120,7 +120,7 @@ def test_the_runs_stored_settings_win_over_the_config():
     # results of a stand-in set with its own prompts, or another probe, differ too
     results = paper_results(config)
     results[0]["protocol"] = {"templates": "dataset", "num_templates": 4}
-    results[1]["protocol"] = {"method": "sklearn"}
+    results[1]["protocol"] = {"method": "logistic"}
     rows = by_key(protocol.protocol_rows(config, results))
     assert rows["zeroshot_templates"]["differs"] and rows["linear_probe_protocol"]["differs"]
     assert rows["zeroshot_templates"]["ours"] == "dataset (4 templates)"
