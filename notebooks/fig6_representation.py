@@ -23,7 +23,7 @@
 results_csv = "../results/demo/tables/results.csv"
 results_dir = "../results/demo/eval"
 out_dir = "../results/demo/report/fig6_representation"
-runs = {"backbone": "rankclip-tiny-vit", "data_size": 4096}
+runs = {"backbone": "rankclip-tiny-vit", "data_size": 4096, "data_size_backbone": "rankclip-tiny-rn"}
 roles = {
     "zeroshot": "shapes",
     "retrieval": "shapes_captions",

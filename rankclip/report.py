@@ -28,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from rankclip.code_hash import stage_code_hash
+from rankclip.config import TrainConfig
 from rankclip.eval.results import EvalResult, read_result, results_frame
 
 # Task names of the results files.
+MAIN_LIST_SCALE = TrainConfig.model_fields["list_scale"].default  # the paper's 1/32: the main runs'
 ZEROSHOT = "zeroshot_classification"
 RETRIEVAL = "zeroshot_retrieval"
 LINEAR_PROBE = "linear_probe"
@@ -251,10 +253,11 @@ def read_frame(results_csv: Path) -> pd.DataFrame:
 
 
 def prepare(frame: pd.DataFrame) -> pd.DataFrame:
-    """Lambdas default to 1 (runs without them), and ``mean_R@1`` from its two directions when absent."""
+    """Lambdas default to 1 and the list scale to the main one (runs without them), and ``mean_R@1`` from
+    its two directions when absent."""
     frame = frame.copy()
-    for name in ("lambda_cross", "lambda_in"):
-        frame[name] = frame[name].fillna(1.0) if name in frame else 1.0
+    for name, main in (("lambda_cross", 1.0), ("lambda_in", 1.0), ("list_scale", MAIN_LIST_SCALE)):
+        frame[name] = frame[name].fillna(main) if name in frame else main
     for k in (1, 5, 10):
         pair = [f"image_to_text_R@{k}", f"text_to_image_R@{k}"]
         if set(pair) <= set(frame.columns) and f"mean_R@{k}" not in frame:
@@ -269,8 +272,10 @@ def select(
     backbone: str | None = None,
     data_size: int | None = None,
     unit_lambdas: bool = True,
+    main_list_scale: bool = True,
 ) -> pd.DataFrame:
-    """Rows of one task (and dataset, backbone, data size); ``unit_lambdas``: lambda_cross = lambda_in = 1."""
+    """Rows of one task (and dataset, backbone, data size); ``unit_lambdas``: lambda_cross = lambda_in = 1;
+    ``main_list_scale``: the main runs' list scale (1/32, the paper's), not the list-scale ablation's."""
     frame = prepare(frame)
     keep = frame["task"] == task
     if dataset is not None:
@@ -281,6 +286,8 @@ def select(
         keep &= frame["data_size"] == data_size
     if unit_lambdas:
         keep &= (frame["lambda_cross"] == 1.0) & (frame["lambda_in"] == 1.0)
+    if main_list_scale:
+        keep &= np.isclose(frame["list_scale"], MAIN_LIST_SCALE)
     return frame[keep]
 
 
@@ -600,6 +607,21 @@ def lambda_sweep(
     return compare(ours, paper, same=same)
 
 
+@marks_stale
+def list_scale_sweep(
+    frame: pd.DataFrame, backbone: str, data_size: int, zeroshot: str, retrieval: str
+) -> pd.DataFrame:
+    """The proposed list-scale ablation: RankCLIP's zero-shot top-1 and mean R@1 by list scale (lambdas
+    at 1; the main runs' 1/32 included), keyed ``list_scale``. The paper ran none: no paper rows."""
+    zs = select(frame, ZEROSHOT, zeroshot, backbone, data_size, main_list_scale=False)
+    ret = select(frame, RETRIEVAL, retrieval, backbone, data_size, main_list_scale=False)
+    zs, ret = zs[zs["method"] == "rankclip"], ret[ret["method"] == "rankclip"]
+    ours = mean_percent(zs, ["list_scale"], ["top1"]).join(
+        mean_percent(ret, ["list_scale"], ["mean_R@1"]), how="outer"
+    )
+    return compare(ours.sort_index(), _paper({}, ["top1", "mean_R@1"], ["list_scale"]))
+
+
 def size_label(size: int | None) -> str:
     if size is None:
         return NO_COUNTERPART
@@ -655,7 +677,7 @@ def data_size_curve(
 def robustness_points(frame: pd.DataFrame, zeroshot: str, shift: str) -> pd.DataFrame:
     """Fig. 4 (right): every run's zero-shot top-1 on ``zeroshot`` and on the shifted ``shift``, percent."""
     frame = prepare(frame)
-    info = ["run_id", "method", "backbone", "data_size", "seed", "lambda_cross", "lambda_in"]
+    info = ["run_id", "method", "backbone", "data_size", "seed", "lambda_cross", "lambda_in", "list_scale"]
     main = frame[(frame["task"] == ZEROSHOT) & (frame["dataset"] == zeroshot)][[*info, "top1"]]
     shifted = frame[(frame["task"] == ZEROSHOT) & (frame["dataset"] == shift)][["run_id", "top1"]]
     points = main.merge(shifted, on="run_id", suffixes=("_main", "_shift"))
@@ -676,6 +698,7 @@ def robustness_table(
         & (points["data_size"] == data_size)
         & (points["lambda_cross"] == 1.0)
         & (points["lambda_in"] == 1.0)
+        & np.isclose(points["list_scale"], MAIN_LIST_SCALE)
     ]
     columns = ["zeroshot_top1", "shift_top1", "shift_minus_zeroshot"]
     ours = points.groupby("method", sort=False)[columns[:2]].mean()
@@ -735,6 +758,7 @@ def artifact_frame(
             or (data_size is not None and result.data_size != data_size)
             or (methods is not None and result.method not in methods)
             or lambdas != (1.0, 1.0)
+            or not math.isclose(result.train_config.get("list_scale", MAIN_LIST_SCALE), MAIN_LIST_SCALE)
         ):
             continue
         text = {"key": str, "target_key": str, "caption": str, "modality": str}  # keys like 00000042

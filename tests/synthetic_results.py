@@ -60,8 +60,10 @@ TASKS = {
 }
 
 
-def run_id(method, backbone=BACKBONE, data_size=DATA_SIZE, lambda_cross=1.0, lambda_in=1.0, seed=0) -> str:
-    return f"{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__s{seed}"
+def run_id(
+    method, backbone=BACKBONE, data_size=DATA_SIZE, lambda_cross=1.0, lambda_in=1.0, list_scale=1 / 32, seed=0
+) -> str:
+    return f"{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__ls{list_scale}__s{seed}"
 
 
 def demo_runs(methods=METHODS) -> list[dict]:
@@ -130,7 +132,12 @@ def write_synthetic_results(
     written = []
     for run in runs:
         rid = run_id(**run)
-        at_main_point = run["data_size"] == DATA_SIZE and run["lambda_cross"] == run["lambda_in"] == 1.0
+        list_scale = run.get("list_scale", 1 / 32)
+        at_main_point = (
+            run["data_size"] == DATA_SIZE
+            and run["lambda_cross"] == run["lambda_in"] == 1.0
+            and list_scale == 1 / 32
+        )
         is_main = at_main_point and run["backbone"] == BACKBONE
         is_backbone = at_main_point and run["backbone"] != BACKBONE
         rng = np.random.default_rng(zlib.crc32(rid.encode()))
@@ -154,6 +161,7 @@ def write_synthetic_results(
                     "loss": run["method"],
                     "lambda_cross": run["lambda_cross"],
                     "lambda_in": run["lambda_in"],
+                    "list_scale": list_scale,
                 },
                 checkpoint_path=f"results/demo/runs/{rid}/model.pt",
                 checkpoint_sha256=f"{zlib.crc32(rid.encode()):08x}" * 8,

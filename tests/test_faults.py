@@ -246,8 +246,8 @@ def test_schema_closes_train(typo):
 
 def test_schema_train_section_lists_trainconfig_fields():
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())["properties"]["train"]
-    set_by_workflow = {"train_data", "output_dir", "model", "loss", "lambda_cross", "lambda_in", "seed",
-                       "progress", "resume", "on_config_change"}  # fmt: skip
+    set_by_workflow = {"train_data", "output_dir", "model", "loss", "lambda_cross", "lambda_in", "list_scale",
+                       "seed", "progress", "resume", "on_config_change"}  # fmt: skip
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) == set(TrainConfig.model_fields) - set_by_workflow
     reference = TrainConfig.model_json_schema()["properties"]

@@ -144,7 +144,7 @@ class EvalResult(BaseModel):
     def record(self) -> dict[str, Any]:
         """A flat row for a table: the scalar fields plus one column per metric (and train lambdas)."""
         row = self.model_dump(exclude={"metrics", "per_class", "protocol", "artifacts", "train_config"})
-        for name in ("lambda_cross", "lambda_in"):
+        for name in ("lambda_cross", "lambda_in", "list_scale"):
             if name in self.train_config:
                 row[name] = self.train_config[name]
         row.update(self.metrics)

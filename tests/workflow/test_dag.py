@@ -165,8 +165,8 @@ def test_target_lists_exactly_its_runs_and_prints_its_cost(workdir):
     # same methods (the robustness table beside it)
     sizes, methods = [500000, 750000, 1000000, 2500000], ("clip", "rankclip")
     assert scheduled_runs(result.stdout) == {
-        f"{method}__RN50__n{size}__lc1.0__li1.0__s0" for method in methods for size in sizes
-    } | {f"{method}__ViT-B-32__n2500000__lc1.0__li1.0__s0" for method in methods}
+        f"{method}__RN50__n{size}__lc1.0__li1.0__ls0.03125__s0" for method in methods for size in sizes
+    } | {f"{method}__ViT-B-32__n2500000__lc1.0__li1.0__ls0.03125__s0" for method in methods}
     # x 64 epochs, at 800 (RN50) and 1500 (ViT-B-32) samples/s per GPU (paper.yaml)
     rn50, vit = 2 * 64 * sum(sizes), 2 * 64 * 2500000
     hours = rn50 / 800 / 3600 + vit / 1500 / 3600
@@ -215,3 +215,30 @@ def test_probe_names_agree_across_schema_cli_and_library(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args, "--probe", "other"])
     assert f"(choose from {', '.join(map(repr, PROBE_METHODS))})" in capsys.readouterr().err
+
+
+def test_the_proposed_ablations_are_one_config_line_each(workdir):
+    """runs.list_scales (1/16, 1/64) and RN101 in runs.backbones: off in paper.yaml, on as it says."""
+    path = workdir / "config" / "paper.yaml"
+    config = yaml.safe_load(path.read_text())
+    assert config["runs"]["list_scales"] == [] and "RN101" not in config["runs"]["backbones"]
+    config["runs"]["list_scales"] = [0.0625, 0.015625]
+    config["runs"]["backbones"] = ["RN50", "RN101"]
+    path.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--directory", str(workdir), "--snakefile", str(REPO / "workflow" / "Snakefile"),
+         "--configfile", str(path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    runs = scheduled_runs(result.stdout)
+    assert len(runs) == 22 + 2 + 2
+    assert {
+        f"rankclip__ViT-B-32__n2500000__lc1.0__li1.0__ls{scale}__s0" for scale in (0.0625, 0.015625)
+    } <= runs
+    assert {
+        f"{method}__RN101__n2500000__lc1.0__li1.0__ls0.03125__s0" for method in ("clip", "rankclip")
+    } <= runs
+    # a list-scale run is no main run: the every-run benchmarks only (RN101: Table 4's linear probes too)
+    assert job_counts(result.stdout)["evaluate"] == 170 + 2 * 3 + 2 * (3 + 10)
+    assert "--list-scale 0.0625" in result.stdout

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-RUN_ID = "rankclip__rankclip-tiny-vit__n512__lc1.0__li1.0__s0"
+RUN_ID = "rankclip__rankclip-tiny-vit__n512__lc1.0__li1.0__ls0.03125__s0"
 TINY = {
     "name": "tiny",
     "data": {"demo": {"num_train": 512, "num_eval": 64, "shard_size": 256}},

@@ -5,12 +5,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from rankclip.code_hash import stage_code_hash
+from rankclip.config import TrainConfig
 from rankclip.workflow_config import check_names
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
 check_names(config)  # every method, backbone and dataset name the config uses exists
 
-RUN_ID = "{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__s{seed}"
+RUN_ID = "{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__ls{list_scale}__s{seed}"
+MAIN_LIST_SCALE = TrainConfig.model_fields["list_scale"].default  # the paper's 1/32
 DATA = Path("resources") / config["name"]
 RESULTS = Path("results") / config["name"]
 LOGS = Path("logs") / config["name"]
@@ -25,10 +27,17 @@ def code_hash(stage):
 
 def analysis_runs():
     """The runs of each analysis, every seed: "main" (Tables 1-3, Figs. 5-6), "backbones" (Table 4),
-    "data_sizes" (Fig. 4) and "lambdas" (Fig. 3), as dicts of RUN_ID's fields."""
+    "data_sizes" (Fig. 4), "lambdas" (Fig. 3) and "list_scales" (the proposed list-scale ablation), as
+    dicts of RUN_ID's fields."""
     runs = config["runs"]
-    main = dict(backbone=runs["backbone"], data_size=runs["data_size"], lambda_cross=1.0, lambda_in=1.0)
-    analyses = dict(main=[], backbones=[], data_sizes=[], lambdas=[])
+    main = dict(
+        backbone=runs["backbone"],
+        data_size=runs["data_size"],
+        lambda_cross=1.0,
+        lambda_in=1.0,
+        list_scale=MAIN_LIST_SCALE,
+    )
+    analyses = dict(main=[], backbones=[], data_sizes=[], lambdas=[], list_scales=[])
     for seed in runs["seeds"]:
         analyses["main"] += [main | dict(method=method, seed=seed) for method in runs["methods"]]
         for backbone in runs["backbones"]:
@@ -38,8 +47,7 @@ def analysis_runs():
             ]
         for data_size in [*runs["data_sizes"], runs["data_size"]]:  # the curve ends at the main size
             analyses["data_sizes"] += [
-                main
-                | dict(method=method, backbone=data_size_backbone(), data_size=data_size, seed=seed)
+                main | dict(method=method, backbone=data_size_backbone(), data_size=data_size, seed=seed)
                 for method in runs["data_size_methods"]
             ]
         for lambda_cross in runs["lambda_cross"]:  # swept with lambda_in = 1
@@ -48,6 +56,10 @@ def analysis_runs():
             )
         for lambda_in in runs["lambda_in"]:  # swept with lambda_cross = 1
             analyses["lambdas"].append(main | dict(method="rankclip", lambda_in=float(lambda_in), seed=seed))
+        for list_scale in runs["list_scales"]:  # RankCLIP at the main point, another list scale
+            analyses["list_scales"].append(
+                main | dict(method="rankclip", list_scale=float(list_scale), seed=seed)
+            )
     return analyses
 
 
@@ -56,20 +68,21 @@ def data_size_backbone():
     return config["runs"].get("data_size_backbone") or config["runs"]["backbone"]
 
 
-def run_ids(analyses=("main", "backbones", "data_sizes", "lambdas")):
+def run_ids(analyses=("main", "backbones", "data_sizes", "lambdas", "list_scales")):
     """The training runs of the given analyses (default: every run the config asks for), without duplicates."""
     wanted = [run for name in analyses for run in analysis_runs()[name]]
     return list(dict.fromkeys(RUN_ID.format(**run) for run in wanted))
 
 
 def parse_run_id(run_id):
-    method, backbone, size, lambda_cross, lambda_in, seed = run_id.split("__")
+    method, backbone, size, lambda_cross, lambda_in, list_scale, seed = run_id.split("__")
     return dict(
         method=method,
         backbone=backbone,
         data_size=int(size[1:]),
         lambda_cross=float(lambda_cross[2:]),
         lambda_in=float(lambda_in[2:]),
+        list_scale=float(list_scale[2:]),
         seed=int(seed[1:]),
     )
 
@@ -104,6 +117,7 @@ def train_flags(wildcards):
         seed=run["seed"],
         lambda_cross=run["lambda_cross"],
         lambda_in=run["lambda_in"],
+        list_scale=run["list_scale"],
         progress=False,
         on_config_change="restart",  # a params change reruns the job: train afresh, old outputs kept
     )
@@ -141,7 +155,11 @@ def dataset_marker(name):
 
 
 def at_main_size_and_lambdas(run):
-    return run["data_size"] == config["runs"]["data_size"] and run["lambda_cross"] == run["lambda_in"] == 1.0
+    return (
+        run["data_size"] == config["runs"]["data_size"]
+        and run["lambda_cross"] == run["lambda_in"] == 1.0
+        and run["list_scale"] == MAIN_LIST_SCALE
+    )
 
 
 def is_main_run(run):

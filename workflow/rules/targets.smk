@@ -1,4 +1,4 @@
-# Partial targets: `snakemake table1` (table1-4, fig3-6) trains and evaluates only the runs that table or
+# Partial targets: `snakemake table1` (table1-4, fig3-6; fig3 with the list-scale ablation) trains and evaluates only the runs that table or
 # figure shows, then writes their tables to results/<name>/targets/<target>/. Each target's message (shown
 # by a dry-run too) estimates its training cost from resources.train.samples_per_s.
 from rankclip.config import TrainConfig
@@ -25,7 +25,7 @@ def target_plan():
             of(runs["backbone_methods"]) + analyses["backbones"],
             [zeroshot, retrieval, *config["eval"].get("backbone_runs", [])],
         ),
-        "fig3": (of(["rankclip"]) + analyses["lambdas"], [zeroshot, retrieval]),
+        "fig3": (of(["rankclip"]) + analyses["lambdas"] + analyses["list_scales"], [zeroshot, retrieval]),
         "fig4": (
             of(runs["data_size_methods"]) + analyses["data_sizes"],
             [zeroshot, *([f"zeroshot:{robustness}"] if robustness else [])],
