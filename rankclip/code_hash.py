@@ -54,8 +54,9 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/data/loader.py",
     ),
     "eval": ("rankclip/eval",),
-    # the tables, the notebooks' library and the HTML report (a notebook job's notebook is its input)
-    "report": ("rankclip/report.py", "rankclip/report_html.py"),
+    # the tables, the notebooks' library (Fig. 7's heatmaps included) and the HTML report (a notebook
+    # job's notebook is its input)
+    "report": ("rankclip/report.py", "rankclip/report_html.py", "rankclip/localisation.py"),
 }
 _SUFFIXES = (".py", ".json")
 
