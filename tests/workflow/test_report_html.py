@@ -152,7 +152,9 @@ def test_report_is_self_contained_and_renders_in_chromium(results_dir, tmp_path)
     assert evaluated.count("<tr") == 1 + 6  # header + the six datasets of the demo
     runs_table = page.split('id="runs"')[1].split("</table>")[0]
     assert runs_table.count("<tr") == 1 + 12
-    assert "<th>skipped</th>" in runs_table and re.search(r"<td[^>]*>3</td>", runs_table)  # skipped training samples
+    assert "<th>skipped</th>" in runs_table and re.search(
+        r"<td[^>]*>3</td>", runs_table
+    )  # skipped training samples
     image = screenshot(out, tmp_path / "report.png")
     assert_not_blank(image)
 
