@@ -154,9 +154,8 @@ words_table
 
 # %%
 columns = 1 + max((len(h.words) for *_, h in drawn), default=0)
-fig, axes = plt.subplots(
-    max(1, len(drawn)), columns, figsize=(1.9 * columns, 2.0 * max(1, len(drawn))), squeeze=False
-)
+size = (1.9 * columns, 2.0 * len(drawn)) if drawn else (8, 1.5)
+fig, axes = plt.subplots(max(1, len(drawn)), columns, figsize=size, squeeze=False)
 for ax in axes.flat:
     ax.set_xticks([])
     ax.set_yticks([])

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from rankclip import checkpoint as ckpt
 from rankclip.eval.results import read_result
+from rankclip.report import method_order
 
 __all__ = [
     "WORD_PATTERN",
@@ -321,15 +322,12 @@ def localisation_runs(
         )
     columns = ["method", "run_id", "seed", "backbone", "checkpoint_path", "checkpoint"]
     columns += ["checkpoint_sha256", "dataset_path", "dataset_dir", "split"]
-    from rankclip.report import method_order
-
-    order = method_order(rows)
-    return pd.DataFrame([rows[m][1] for m in order], columns=columns)
+    return pd.DataFrame([rows[m][1] for m in method_order(rows)], columns=columns)
 
 
 def retrieval_images(dataset_dir: Path, split: str = "test", count: int = 3, seed: int = 0) -> list[dict]:
     """``count`` images of a retrieval split drawn with ``seed`` (sorted by index; the same for every
-    model): ``index``, ``key``, ``image`` (PIL RGB) and ``caption`` (its first caption)."""
+    model): ``index``, ``key``, ``image`` (PIL RGB) and ``caption`` (its first caption, or "")."""
     from rankclip.eval.datasets import WdsImages, WdsSplit
 
     index = WdsSplit(dataset_dir, split).index()
@@ -338,6 +336,6 @@ def retrieval_images(dataset_dir: Path, split: str = "test", count: int = 3, see
     chosen = np.sort(np.random.default_rng(seed).choice(len(index), size=count, replace=False))
     images = WdsImages(index, transform=lambda image: image)
     return [
-        {"index": int(i), "key": index.keys[i], "image": images[int(i)], "caption": captions[i][0]}
+        {"index": int(i), "key": index.keys[i], "image": images[int(i)], "caption": (captions[i] or [""])[0]}
         for i in chosen
     ]

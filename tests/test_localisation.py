@@ -209,3 +209,20 @@ def test_localisation_runs_pick_the_main_runs_and_resolve_recorded_paths(tmp_pat
     monkeypatch.chdir(tmp_path / "work")  # as the workflow runs it
     assert loc.resolve_recorded_path(runs["checkpoint_path"][0], tmp_path / "elsewhere") == checkpoint
     assert loc.localisation_runs(results_dir, "no_such_set").empty
+
+
+def test_retrieval_images_are_seeded_sorted_and_first_captions(tmp_path):
+    from rankclip.data.demo import make_demo
+    from rankclip.eval.datasets import WdsSplit
+
+    make_demo(tmp_path, seed=0, num_train=1, num_eval=5, image_size=32, shard_size=5)
+    dataset = tmp_path / "eval" / "retrieval"
+    chosen = loc.retrieval_images(dataset, "test", count=3, seed=0)
+    assert [c["index"] for c in chosen] == [c["index"] for c in loc.retrieval_images(dataset, "test", 3, 0)]
+    assert [c["index"] for c in chosen] == sorted(c["index"] for c in chosen) and len(chosen) == 3
+    index = WdsSplit(dataset, "test").index()
+    for item in chosen:
+        assert item["key"] == index.keys[item["index"]]
+        assert item["caption"] == index.captions[item["index"]][0]
+        assert item["image"].mode == "RGB" and item["image"].size == (32, 32)
+    assert [c["index"] for c in loc.retrieval_images(dataset, "test", count=9)] == [0, 1, 2, 3, 4]

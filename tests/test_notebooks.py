@@ -206,15 +206,22 @@ def test_notebook_runs_under_papermill_and_writes_its_outputs(name, results, tmp
         assert not clip["image_word_cosine"].equals(rankclip["image_word_cosine"])  # two models
 
 
-def test_fig7_without_checkpoints_says_so_in_its_figure(results, tmp_path, monkeypatch):
-    """The synthetic results' checkpoints do not exist here: the figure and table say so, no failure.
-    (Run in this process, not under papermill: the kernel's start and torch import would double its time.)"""
+@pytest.mark.parametrize("touched", [False, True], ids=["missing", "empty-files"])
+def test_fig7_without_checkpoints_says_so_in_its_figure(touched, results, tmp_path, monkeypatch):
+    """The synthetic results' checkpoints do not exist (or are empty files, the retrieval set a bare
+    folder, as tests/workflow/test_report_html.py's touched DAG has them): the figure and table say so,
+    no failure. (Run in this process, not under papermill: the kernel's start would double its time.)"""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     monkeypatch.chdir(tmp_path)
+    for path in write_synthetic_results(tmp_path / "eval") if touched else []:
+        result = read_result(path)
+        for name in (result.checkpoint_path, f"{result.dataset_path}/dataset_type.txt"):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).touch()
     write_synthetic_results(tmp_path / "eval")
     out_dir = tmp_path / "out"
     parameters = {"results_dir": str(tmp_path / "eval"), "out_dir": str(out_dir), "runs": RUNS}
@@ -228,6 +235,6 @@ def test_fig7_without_checkpoints_says_so_in_its_figure(results, tmp_path, monke
     plt.close("all")
     runs = pd.read_csv(out_dir / "fig7_runs.csv")
     assert list(runs["method"]) == ["clip", "rankclip"]
-    assert runs["status"].str.contains("not found").all()
+    assert runs["status"].str.contains("cannot load" if touched else "not found").all()
     assert pd.read_csv(out_dir / "fig7_words.csv").empty
     assert (out_dir / "fig7_localisation.png").read_bytes().startswith(PNG)
