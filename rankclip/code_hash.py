@@ -54,12 +54,13 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/data/loader.py",
     ),
     "eval": ("rankclip/eval",),
-    # the tables, the notebooks' library and the HTML report (a notebook job's notebook is its input);
-    # the report's Protocol table reads TrainConfig's defaults and our model configs
+    # the tables, the notebooks' library (Fig. 7's heatmaps included) and the HTML report (a notebook job's
+    # notebook is its input); the report's Protocol table reads TrainConfig's defaults and our model configs
     "report": (
         "rankclip/report.py",
         "rankclip/report_html.py",
         "rankclip/protocol.py",
+        "rankclip/localisation.py",
         "rankclip/config.py",
         "rankclip/model_configs",
     ),

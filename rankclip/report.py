@@ -179,7 +179,7 @@ def stand_in_note(pairs: dict[str, str | None]) -> str:
 class Roles:
     """Which of our evaluation datasets (and backbones, data sizes) stands in for which of the paper's.
 
-    ``zeroshot`` plays ImageNet1K and ``retrieval`` MS-COCO (Tables 1 and 4, Figs. 3-6); ``shift`` maps
+    ``zeroshot`` plays ImageNet1K and ``retrieval`` MS-COCO (Tables 1 and 4, Figs. 3-7); ``shift`` maps
     our shifted zero-shot sets to Table 2's benchmarks (``PAPER_TABLE2_BENCHMARKS``); ``linear_probe``
     maps our linear-probe sets to Table 3's columns (``PAPER_TABLE3_DATASETS``, or None); ``backbones``
     our backbones to Table 4's (``RN50``, ``ViT-B/32``); ``data_sizes`` our training sizes to Fig. 4's

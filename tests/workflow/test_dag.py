@@ -63,10 +63,10 @@ def test_demo_dag(workdir):
         "train": runs,
         "evaluate": evaluations,
         "tables": 1,
-        "notebook": 5,  # notebooks/*.py: tables, Figs. 3, 4, 5, 6
+        "notebook": 6,  # notebooks/*.py: tables, Figs. 3, 4, 5, 6, 7
         "report": 1,
         "all": 1,
-        "total": 5 + runs + evaluations + 2 + 6,
+        "total": 5 + runs + evaluations + 2 + 7,
     }
 
 
@@ -77,7 +77,7 @@ def test_paper_dag(workdir):
     assert counts["train"] == 6 + 2 + 3 * 2 + 4 + 4
     assert counts["subset"] == 4
     assert counts["web_shards"] == counts["fetch_url_list"] == 1
-    assert counts["notebook"] == 5 and counts["report"] == counts["tables"] == 1
+    assert counts["notebook"] == 6 and counts["report"] == counts["tables"] == 1
     # ALIP's captions; the evaluation sets: ImageNet-1K from the user's archive, V2 x 3 + ImageNet-R, COCO,
     # ten linear-probe sets, from 20 verified downloads (V2 3, R 1, COCO 2, linear probes 14)
     assert counts["captions"] == counts["imagenet_val"] == counts["mscoco_karpathy"] == 1
@@ -174,7 +174,7 @@ def test_target_lists_exactly_its_runs_and_prints_its_cost(workdir):
 
 
 def test_every_target_builds_in_both_configs(workdir):
-    targets = ["table1", "table2", "table3", "table4", "fig3", "fig4", "fig5", "fig6"]
+    targets = ["table1", "table2", "table3", "table4", "fig3", "fig4", "fig5", "fig6", "fig7"]
     for config in ("config.yaml", "paper.yaml"):
         result = dry_run(workdir, *targets, "--configfile", str(workdir / "config" / config))
         assert result.returncode == 0, (config, result.stderr)

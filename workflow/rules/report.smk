@@ -2,7 +2,14 @@
 import json
 
 # notebooks/<name>.py (jupytext py:percent), in report order; found next to workflow/, not in the working dir
-NOTEBOOKS = ["tables", "fig3_lambda_sweep", "fig4_data_size", "fig5_retrievals", "fig6_representation"]
+NOTEBOOKS = [
+    "tables",
+    "fig3_lambda_sweep",
+    "fig4_data_size",
+    "fig5_retrievals",
+    "fig6_representation",
+    "fig7_localisation",
+]
 NOTEBOOK_DIR = Path(workflow.basedir).parent / "notebooks"
 REPORT = RESULTS / "report"
 # papermill -y: the main runs and the config's report roles (JSON is YAML)
@@ -15,12 +22,26 @@ NOTEBOOK_PARAMETERS = json.dumps(
 )
 
 
+def localisation_inputs(wildcards):
+    """What Fig. 7 reads besides the results: the main CLIP and RankCLIP checkpoints, the retrieval set."""
+    if wildcards.notebook != "fig7_localisation":
+        return []
+    seed = min(config["runs"]["seeds"])
+    models = [
+        str(RESULTS / "runs" / RUN_ID.format(**run) / "model.pt")
+        for run in analysis_runs()["main"]
+        if run["method"] in ("clip", "rankclip") and run["seed"] == seed
+    ]
+    return models + [dataset_marker(config["report"]["retrieval"])]
+
+
 rule notebook:
     """Execute one notebook on the results (papermill), save its tables and figures, render it without code."""
     input:
         notebook=NOTEBOOK_DIR / "{notebook}.py",
         results=rules.tables.output.results,
         evaluations=eval_results(),
+        localisation=localisation_inputs,
     output:
         ipynb=REPORT / "notebooks" / "{notebook}.ipynb",
         html=report(
