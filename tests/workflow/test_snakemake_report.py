@@ -92,7 +92,7 @@ def built(tmp_path_factory) -> dict:
 
 def test_every_notebook_figure_table_and_page_is_in_the_zip(built):
     notebooks = built["notebooks"]
-    assert len(notebooks) == 5
+    assert len(notebooks) == 6  # Tables 1-4, Figs. 3-7
     wanted = {"report.html", "results.csv"}
     for name in notebooks:
         wanted |= {f"{name}.html", f"{name}_table.csv", f"{name}_figure.png"}

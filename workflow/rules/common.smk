@@ -45,7 +45,8 @@ def analysis_runs():
                 main | dict(method=method, backbone=backbone, seed=seed)
                 for method in runs["backbone_methods"]
             ]
-        for data_size in [*runs["data_sizes"], runs["data_size"]]:  # the curve ends at the main size
+        curve = [*runs["data_sizes"], runs["data_size"]] if runs["data_sizes"] else []
+        for data_size in curve:  # Fig. 4's curve ends at the main size
             analyses["data_sizes"] += [
                 main | dict(method=method, backbone=data_size_backbone(), data_size=data_size, seed=seed)
                 for method in runs["data_size_methods"]
@@ -223,3 +224,16 @@ def notebook_item_labels(wildcards, output) -> dict[str, str]:
 def without_braces(text: str) -> str:
     """``text`` with {} made (): Snakemake expands wildcards in report labels, "{x}" would fail there."""
     return text.replace("{", "(").replace("}", ")")
+
+
+def localisation_inputs(wildcards):
+    """What Fig. 7 reads besides the results: the main CLIP and RankCLIP checkpoints, the retrieval set."""
+    if wildcards.notebook != "fig7_localisation":
+        return []
+    seed = min(config["runs"]["seeds"])
+    models = [
+        str(RESULTS / "runs" / RUN_ID.format(**run) / "model.pt")
+        for run in analysis_runs()["main"]
+        if run["method"] in ("clip", "rankclip") and run["seed"] == seed
+    ]
+    return models + [dataset_marker(config["report"]["retrieval"])]

@@ -22,19 +22,6 @@ NOTEBOOK_PARAMETERS = json.dumps(
 )
 
 
-def localisation_inputs(wildcards):
-    """What Fig. 7 reads besides the results: the main CLIP and RankCLIP checkpoints, the retrieval set."""
-    if wildcards.notebook != "fig7_localisation":
-        return []
-    seed = min(config["runs"]["seeds"])
-    models = [
-        str(RESULTS / "runs" / RUN_ID.format(**run) / "model.pt")
-        for run in analysis_runs()["main"]
-        if run["method"] in ("clip", "rankclip") and run["seed"] == seed
-    ]
-    return models + [dataset_marker(config["report"]["retrieval"])]
-
-
 rule notebook:
     """Execute one notebook on the results (papermill), save its tables and figures, render it without code."""
     input:
