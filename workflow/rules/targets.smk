@@ -1,7 +1,7 @@
-# Partial targets: `snakemake table1` (table1-4, fig3-7; fig3 with the list-scale ablation) trains and evaluates only the runs that table or
-# figure shows, then writes their tables to results/<name>/targets/<target>/. Each target's message (shown
-# by a dry-run too) estimates its training cost from resources.train.samples_per_s.
-from rankclip.config import TrainConfig
+# Partial targets: `snakemake table1` (table1-4, fig3-7; fig3 with the list-scale ablation) trains and
+# evaluates only the runs that table or figure shows, then writes their tables to
+# results/<name>/targets/<target>/. Each target's message (shown by a dry-run too) estimates its training
+# cost from resources.train.samples_per_s.
 
 
 def target_plan():
