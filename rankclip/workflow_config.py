@@ -8,6 +8,7 @@ and dataset name the config uses is one the package knows or the config itself d
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any, get_args
 
@@ -80,6 +81,30 @@ def name_problems(config: dict[str, Any], models: set[str] | None = None) -> lis
     check("report.linear_probe", report.get("linear_probe", {}), datasets, "in eval.datasets")
     check("report.backbones", report.get("backbones", {}), models, "an open_clip model")
     return problems
+
+
+def size_problems(config: dict[str, Any], summary: Path) -> list[str]:
+    """Every training-set size larger than the web download holds, once ``summary`` (the download's
+    summary.json, rankclip.data.web) exists: the pairs that downloaded bound every subset."""
+    if config["data"]["source"] != "web" or not summary.is_file():
+        return []
+    downloaded = int(json.loads(summary.read_text())["successes"])
+    runs = config["runs"]
+    sizes = [("runs.data_size", runs["data_size"])]
+    sizes += [("runs.data_sizes", size) for size in runs.get("data_sizes", [])]
+    return [
+        f"{key}: {size:,} pairs requested, but {downloaded:,} pairs downloaded ({summary}); lower it to at "
+        f"most {downloaded:,}"
+        for key, size in sizes
+        if size > downloaded
+    ]
+
+
+def check_sizes(config: dict[str, Any], summary: Path) -> None:
+    """Raise ConfigError when a requested training-set size exceeds what downloaded (see size_problems)."""
+    problems = size_problems(config, summary)
+    if problems:
+        raise ConfigError("invalid workflow config:\n  " + "\n  ".join(problems))
 
 
 def check_names(config: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -242,3 +243,18 @@ def test_the_proposed_ablations_are_one_config_line_each(workdir):
     # a list-scale run is no main run: the every-run benchmarks only (RN101: Table 4's linear probes too)
     assert job_counts(result.stdout)["evaluate"] == 170 + 2 * 3 + 2 * (3 + 10)
     assert "--list-scale 0.0625" in result.stdout
+
+
+def test_a_download_smaller_than_a_requested_size_stops_the_dag_naming_both(workdir):
+    """Once the web download's summary.json exists, every training-set size must fit in what downloaded."""
+    summary = workdir / "resources" / "paper" / "web" / "shards" / "summary.json"
+    summary.parent.mkdir(parents=True)
+    summary.write_text(json.dumps({"successes": 800_000, "total": 3_318_333}))
+    result = dry_run(workdir, "--configfile", str(workdir / "config" / "paper.yaml"))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "runs.data_size: 2,500,000 pairs requested, but 800,000 pairs downloaded" in output
+    assert "runs.data_sizes: 1,000,000 pairs requested, but 800,000 pairs downloaded" in output
+    assert "runs.data_sizes: 750,000" not in output  # fits
+    summary.write_text(json.dumps({"successes": 2_600_000, "total": 3_318_333}))
+    assert dry_run(workdir, "--configfile", str(workdir / "config" / "paper.yaml")).returncode == 0

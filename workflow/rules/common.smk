@@ -6,7 +6,7 @@ from snakemake.utils import validate
 
 from rankclip.code_hash import stage_code_hash
 from rankclip.config import TrainConfig
-from rankclip.workflow_config import check_names
+from rankclip.workflow_config import check_names, check_sizes
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
 check_names(config)  # every method, backbone and dataset name the config uses exists
@@ -16,6 +16,7 @@ MAIN_LIST_SCALE = TrainConfig.model_fields["list_scale"].default  # the paper's 
 DATA = Path("resources") / config["name"]
 RESULTS = Path("results") / config["name"]
 LOGS = Path("logs") / config["name"]
+check_sizes(config, DATA / "web" / "shards" / "summary.json")  # once downloaded: no size above its count
 
 
 def code_hash(stage):
