@@ -250,7 +250,7 @@ def test_lambda_sweep_has_both_axes_and_the_papers_lambda_one_point(results_dir,
 
 
 def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles, paper_frame):
-    table = report.data_size_curve(frame, BACKBONE, "shapes", roles.data_sizes)
+    table = report.data_size_curve(frame, OTHER_BACKBONE, "shapes", roles.data_sizes)
     assert set(table["method"]) == {"clip", "rankclip"}
     small = rows(table, method="rankclip", data_size=2048).set_index("source")
     assert small.loc["paper", "top1"] == report.PAPER_FIG4["rankclip"][1_000_000]
@@ -259,7 +259,7 @@ def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles, paper_fra
     unmatched = rows(table, method="clip", paper_data_size="15M")
     assert list(unmatched["source"]) == ["paper"] and unmatched["data_size"].item() == "not run"
     assert "ours - paper" not in set(table["source"])
-    same = report.data_size_curve(paper_frame, BACKBONE, "imagenet1k", roles.data_sizes)
+    same = report.data_size_curve(paper_frame, OTHER_BACKBONE, "imagenet1k", roles.data_sizes)
     assert list(rows(same, method="rankclip", data_size=2048)["source"]) == ["ours", "paper", "ours - paper"]
 
 
