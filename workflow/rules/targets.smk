@@ -82,12 +82,13 @@ def plan_message():
 
 
 for target, (runs, pairs) in TARGETS.items():
+    evaluations = target_results(runs, pairs)
 
     rule:
         name:
             target
         input:
-            target_results(runs, pairs),
+            evaluations,
         output:
             directory(RESULTS / "targets" / target),
         log:
@@ -99,6 +100,6 @@ for target, (runs, pairs) in TARGETS.items():
             command=tables_command(RESULTS / "targets" / target),
             code=code_hash("report"),
         message:
-            f"{target}: {training_cost(runs)}, {len(target_results(runs, pairs))} evaluations"
+            f"{target}: {training_cost(runs)}, {len(evaluations)} evaluations"
         shell:
             "{params.command} > {log} 2>&1"
