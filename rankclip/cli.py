@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from rankclip.checkpoint import CheckpointError
-from rankclip.config import ConfigError, TrainConfig
+from rankclip.config import ALL_PAIRS, ConfigError, TrainConfig
 from rankclip.data.download import DownloadError
 from rankclip.data.loader import DataFaultError
 from rankclip.run_lock import OutputDirBusyError
@@ -97,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
         "subsets", help="write nested, seeded data-size subset manifests of a shard set"
     )
     subsets.add_argument("--shards", required=True, help="brace-expanded shard URL")
-    subsets.add_argument("--sizes", type=int, nargs="+", required=True)
+    subsets.add_argument(
+        "--sizes", type=subset_size, nargs="+", required=True, help="pairs per subset, or 'all' (every pair)"
+    )
     subsets.add_argument("--seed", type=int, default=0)
     subsets.add_argument("--out", type=Path, required=True)
     subsets.add_argument("--workers", type=int, default=1, help="processes that index the shards")
@@ -176,6 +178,15 @@ def _add_eval_set_parsers(data) -> None:
     captions.add_argument("--num-beams", type=int, default=1)
     captions.add_argument("--prompt", default=None, help="conditional captioning prefix ('a picture of')")
     captions.add_argument("--no-progress", action="store_true")
+
+
+def subset_size(text: str) -> int | str:
+    """``--sizes`` of `rankclip data subsets`: a positive integer or ``all``."""
+    if text == ALL_PAIRS:
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
 
 
 def _pairs(values: list[str], flag: str, convert=str) -> dict:

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+ALL_PAIRS = "all"  # a training-set size: every pair of the shards (the paper's "all of CC3M that downloaded")
 LossName = Literal["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rankclip.config import TrainConfig
+from rankclip.config import ALL_PAIRS, TrainConfig
 from rankclip.report import (
     BENCHMARK_NAMES,
     PAPER_TABLE2_BENCHMARKS,
@@ -373,23 +373,42 @@ def _training_data(run: _Run) -> Check:
     return f"web: {where}", not is_cc3m, "config"
 
 
+def _main_pairs(run: _Run) -> int | None:
+    """The count of pairs behind ``data_size: all``, from the results of runs trained on them."""
+    counts = {
+        int(_get(result, "data_size"))
+        for result in run.results
+        if f"__n{ALL_PAIRS}__" in str(_get(result, "run_id", "")) and _get(result, "data_size")
+    }
+    return max(counts) if counts else None
+
+
 def _data_size(run: _Run) -> Check:
     size = run.runs.get("data_size")
     if size is None:
         return "-", None, "config"
     low, high = CC3M_DOWNLOADABLE
+    if size == ALL_PAIRS:
+        pairs = _main_pairs(run)
+        if pairs is None:
+            return "all that downloaded (counted by the subset stage)", False, "config"
+        return f"all that downloaded: {pairs:,}", not (low <= pairs <= high), "config, subset manifest"
     return f"{int(size):,}", not (low <= int(size) <= high), "config"
 
 
 def _fig4_sizes(run: _Run) -> Check:
-    sizes = sorted({int(s) for s in [run.runs.get("data_size"), *(run.runs.get("data_sizes") or [])] if s})
-    mapped = {int(k): v for k, v in (run.report.get("data_sizes") or {}).items()}
+    main = run.runs.get("data_size")
+    # the main size counts as 3M when it is all of CC3M (as _data_size judges it)
+    as_paper = 3_000_000 if _data_size(run)[1] is False else None
+    main_pairs = (_main_pairs(run) or as_paper) if main == ALL_PAIRS else main
+    sizes = sorted({int(s) for s in [main_pairs, *(run.runs.get("data_sizes") or [])] if s})
+    mapped = {
+        (main_pairs if k == ALL_PAIRS else int(k)): v for k, v in (run.report.get("data_sizes") or {}).items()
+    }
     shown = ", ".join(
         _size(s) + (f" (as {_size(mapped[s])})" if mapped.get(s) and mapped[s] != s else "") for s in sizes
     )
-    main = run.runs.get("data_size")
-    # the main size counts as 3M when it is all of CC3M (as _data_size judges it)
-    counted = {3_000_000 if s == main and _data_size(run)[1] is False else s for s in sizes}
+    counted = {as_paper if s == main_pairs and as_paper else s for s in sizes}
     return shown, counted != set(PAPER_SIZES), "config"
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from rankclip.code_hash import stage_code_hash
-from rankclip.config import TrainConfig
+from rankclip.config import ALL_PAIRS, TrainConfig
 from rankclip.eval.results import EvalResult, read_result, results_frame
 
 # Task names of the results files.
@@ -193,7 +193,7 @@ class Roles:
     shift: dict[str, str] = field(default_factory=dict)
     linear_probe: dict[str, str | None] = field(default_factory=dict)
     backbones: dict[str, str | None] = field(default_factory=dict)
-    data_sizes: dict[int, int | None] = field(default_factory=dict)
+    data_sizes: dict[int | str, int | None] = field(default_factory=dict)  # str: ALL_PAIRS
     robustness: str | None = None
     reasons: dict[str, str] = field(default_factory=dict)
 
@@ -219,7 +219,10 @@ class Roles:
         for key, (valid, nullable) in checks.items():
             mapping = dict(section.get(key) or {})
             if key == "data_sizes":
-                mapping = {int(size): None if v is None else int(v) for size, v in mapping.items()}
+                mapping = {
+                    (size if size == ALL_PAIRS else int(size)): None if v is None else int(v)
+                    for size, v in mapping.items()
+                }
             for ours, paper in mapping.items():
                 if paper is None and nullable:
                     continue

@@ -83,12 +83,20 @@ def name_problems(config: dict[str, Any], models: set[str] | None = None) -> lis
     return problems
 
 
+def downloaded_pairs(config: dict[str, Any], summary: Path) -> int | None:
+    """The pairs the web download holds (its summary.json's ``successes``), None before it ran."""
+    if config["data"]["source"] != "web" or not summary.is_file():
+        return None
+    return int(json.loads(summary.read_text())["successes"])
+
+
 def size_problems(config: dict[str, Any], summary: Path) -> list[str]:
     """Every training-set size larger than the web download holds, once ``summary`` (the download's
-    summary.json, rankclip.data.web) exists: the pairs that downloaded bound every subset."""
-    if config["data"]["source"] != "web" or not summary.is_file():
+    summary.json, rankclip.data.web) exists: the pairs that downloaded bound every subset (``all`` is
+    every pair, whatever their count)."""
+    downloaded = downloaded_pairs(config, summary)
+    if downloaded is None:
         return []
-    downloaded = int(json.loads(summary.read_text())["successes"])
     runs = config["runs"]
     sizes = [("runs.data_size", runs["data_size"])]
     sizes += [("runs.data_sizes", size) for size in runs.get("data_sizes", [])]
@@ -96,7 +104,7 @@ def size_problems(config: dict[str, Any], summary: Path) -> list[str]:
         f"{key}: {size:,} pairs requested, but {downloaded:,} pairs downloaded ({summary}); lower it to at "
         f"most {downloaded:,}"
         for key, size in sizes
-        if size > downloaded
+        if isinstance(size, int) and size > downloaded
     ]
 
 

@@ -16,6 +16,7 @@ from rankclip.data.subsets import (
     make_subset,
     make_subsets,
     manifest_filter,
+    manifest_size,
     read_manifest,
     write_manifest,
 )
@@ -221,6 +222,40 @@ def test_make_subsets_writes_nothing_when_one_size_is_invalid(shard_url, tmp_pat
     with pytest.raises(ValueError, match=str(NUM_SAMPLES)):
         make_subsets(shard_url, [10, NUM_SAMPLES + 5], seed=0, out_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_subset_all_is_every_pair_and_counts_them(shard_url, index, tmp_path):
+    """``all`` (the paper's "all of CC3M that downloaded"): every pair, its count in the manifest, the
+    largest of the nested subsets; the CLI writes subset-all.json."""
+    every = make_subset(index, "all", seed=4)
+    assert every["size"] == every["source_num_samples"] == NUM_SAMPLES
+    assert every["shards"] == {shard: keys for shard, keys in sorted(index.items())}  # in webdataset order
+    smaller = make_subset(index, 90, seed=4)
+    assert all(set(keys) <= set(every["shards"][shard]) for shard, keys in smaller["shards"].items())
+    from rankclip.cli import main
+
+    assert (
+        main(["data", "subsets", "--shards", shard_url, "--sizes", "90", "all", "--out", str(tmp_path)]) == 0
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["subset-90.json", "subset-all.json"]
+    assert (
+        manifest_size(tmp_path / "subset-all.json")
+        == NUM_SAMPLES
+        == read_manifest(tmp_path / "subset-all.json")["size"]
+    )
+    assert manifest_size(tmp_path / "subset-90.json") == 90
+    with pytest.raises(SystemExit):
+        main(["data", "subsets", "--shards", shard_url, "--sizes", "most", "--out", str(tmp_path)])
+
+
+def test_manifest_size_reads_any_spelling_of_the_manifest_and_names_a_missing_file(index, tmp_path):
+    manifest = make_subset(index, 40, seed=1)
+    (tmp_path / "indented.json").write_text(json.dumps(manifest, indent=4))  # not write_manifest's lines
+    assert manifest_size(tmp_path / "indented.json") == 40
+    (tmp_path / "one-line.json").write_text(json.dumps(manifest))
+    assert manifest_size(tmp_path / "one-line.json") == 40
+    with pytest.raises(ValueError, match="subset-7.json: subset manifest not found"):
+        manifest_size(tmp_path / "subset-7.json")
 
 
 # ------------------------------------------------------------------------------------------ manifest I/O

@@ -29,11 +29,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import webdataset as wds
 from webdataset.tariterators import base_plus_ext
 
+from rankclip.config import ALL_PAIRS
 from rankclip.data.shards import write_atomic_text
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "make_subset",
     "make_subsets",
     "manifest_filter",
+    "manifest_size",
     "read_manifest",
     "subset_path",
     "write_manifest",
@@ -144,17 +147,25 @@ def _check_complete(stream, data_end: int) -> None:
 # ------------------------------------------------------------------------------------------------ subsets
 
 
-def make_subset(index: Mapping[str, list[str]], size: int, seed: int) -> dict:
+SubsetSize = int | Literal["all"]  # "all": every pair (config.ALL_PAIRS)
+
+
+def make_subset(index: Mapping[str, list[str]], size: SubsetSize, seed: int) -> dict:
     """The first ``size`` pairs of a ``seed``-ed permutation of all ``(shard, key)`` pairs of ``index``.
 
     The permutation depends only on ``seed`` and the set of pairs, so for one seed a smaller subset is
-    always inside a larger one. Raises ``ValueError`` if ``size`` is not in ``1..total``.
+    always inside a larger one. ``size="all"``: every pair (the manifest's ``size`` is their count).
+    Raises ``ValueError`` if ``size`` is not in ``1..total``.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"subset size must be a positive integer, got {size!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"subset seed must be a non-negative integer, got {seed!r}")
     pairs = sorted((shard, key) for shard, keys in index.items() for key in keys)
+    if size == ALL_PAIRS:
+        if not pairs:
+            raise ValueError("subset 'all' of a shard set without samples")
+        size = len(pairs)
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ValueError(f"subset size must be a positive integer or {ALL_PAIRS!r}, got {size!r}")
     if size > len(pairs):
         raise ValueError(f"subset size {size} is larger than the {len(pairs)} samples available")
     order = np.random.default_rng(seed).permutation(len(pairs))[:size]
@@ -171,12 +182,14 @@ def make_subset(index: Mapping[str, list[str]], size: int, seed: int) -> dict:
     }
 
 
-def subset_path(out_dir: Path, size: int) -> Path:
-    """Where ``make_subsets`` writes the manifest of ``size`` samples."""
+def subset_path(out_dir: Path, size: SubsetSize) -> Path:
+    """Where ``make_subsets`` writes the manifest of ``size`` samples (``subset-all.json``: every pair)."""
     return Path(out_dir) / f"subset-{size}.json"
 
 
-def make_subsets(url: str, sizes: Iterable[int], seed: int, out_dir: Path, workers: int = 1) -> list[Path]:
+def make_subsets(
+    url: str, sizes: Iterable[SubsetSize], seed: int, out_dir: Path, workers: int = 1
+) -> list[Path]:
     """Index ``url`` once and write ``subset-{size}.json`` under ``out_dir`` for each size (nested).
 
     All sizes are checked before any file is written. Returns the paths in the order of ``sizes``.
@@ -207,6 +220,21 @@ def write_manifest(manifest: Mapping, path: Path) -> None:
     shards = [f"  {json.dumps(shard)}: {json.dumps(keys)}" for shard, keys in manifest["shards"].items()]
     text = "{\n " + "\n ".join(lines) + '\n "shards": {\n' + ",\n".join(shards) + "\n }\n}\n"
     write_atomic_text(Path(path), text)
+
+
+def manifest_size(path: Path) -> int:
+    """The ``size`` field of a subset manifest, from its first lines (write_manifest puts the scalar
+    fields first), without parsing the per-shard key lists of a multi-million-pair manifest."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as stream:
+            head = [next(stream, "") for _ in range(len(_SCALAR_FIELDS) + 1)]
+    except FileNotFoundError:
+        raise ValueError(f"{path}: subset manifest not found") from None
+    for line in head:
+        if line.strip().startswith('"size":'):
+            return int(line.split(":", 1)[1].strip().rstrip(","))
+    return int(read_manifest(path)["size"])  # not written by write_manifest: read it whole
 
 
 def read_manifest(path: Path) -> dict:

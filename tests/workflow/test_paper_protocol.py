@@ -13,6 +13,7 @@ import yaml
 from synthetic_results import BACKBONE, DATA_SIZE, PAPER_NAMES, PAPER_ROLES, write_synthetic_results
 
 from rankclip import protocol, report
+from rankclip.data import subsets as subsets_module
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
@@ -46,9 +47,9 @@ def test_global_batch_is_the_configs_number_for_every_gpu_count(dry_run):
 
 def test_fig4_runs_on_rn50_from_500k_to_the_main_size(dry_run):
     assert PAPER["runs"]["data_size_backbone"] == "RN50"
-    runs = set(re.findall(r"run_id=(\w+__RN50__n\d+__\S+?)[,\s]", dry_run))
-    sizes = {int(re.search(r"__n(\d+)__", run)[1]) for run in runs}
-    assert sizes == {500_000, 750_000, 1_000_000, PAPER["runs"]["data_size"]}
+    runs = set(re.findall(r"run_id=(\w+__RN50__n\w+?__\S+?)[,\s]", dry_run))
+    sizes = {re.search(r"__n(\w+?)__", run)[1] for run in runs}
+    assert sizes == {"500000", "750000", "1000000", PAPER["runs"]["data_size"]}
 
 
 def test_fig4s_15m_point_is_an_explicit_not_run_entry():
@@ -87,7 +88,7 @@ def test_alip_captioner_and_every_remaining_difference_is_listed_with_a_reason()
 def test_fig7_is_a_notebook_job_on_the_main_clip_and_rankclip_runs(dry_run):
     job = dry_run.split("wildcards: notebook=fig7_localisation")[0].rsplit("rule notebook:", 1)[1]
     for method in ("clip", "rankclip"):
-        assert f"results/paper/runs/{method}__ViT-B-32__n2500000__lc1.0__li1.0__ls0.03125__s0/model.pt" in job
+        assert f"results/paper/runs/{method}__ViT-B-32__nall__lc1.0__li1.0__ls0.03125__s0/model.pt" in job
     assert "resources/paper/eval/mscoco_karpathy/dataset_type.txt" in job
 
 
@@ -101,3 +102,35 @@ def test_linear_probe_protocol_is_the_papers_and_selectable(dry_run):
     assert PAPER["eval"]["probe"] == "linear"
     probes = shell_commands(dry_run, "rankclip eval linear-probe ")
     assert len(probes) == 6 * 10 + 2 * 10 and all(" --probe linear " in line for line in probes)
+
+
+def test_main_runs_train_on_all_that_downloaded_and_report_its_count(dry_run, tmp_path):
+    """runs.data_size: all: one subset of every pair (`--sizes all`), the main runs' ids say `nall`; the
+    count is the subset manifest's, and evaluations, tables and notebooks are given that number."""
+    assert PAPER["runs"]["data_size"] == "all" and PAPER["report"]["data_sizes"]["all"] == 3_000_000
+    assert len(shell_commands(dry_run, "rankclip data subsets ")) == 4
+    assert any("--sizes all " in line for line in shell_commands(dry_run, "rankclip data subsets "))
+    assert "(data_size all: 3,000,000 pairs per epoch, the paper's size until the download ran)" in dry_run
+    mains = set(re.findall(r"run_id=(\w+__ViT-B-32__\w+?__lc1\.0__li1\.0__ls0\.03125__s0)", dry_run))
+    assert len(mains) == 6 and all("__nall__" in run for run in mains)
+
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    subsets = tmp_path / "resources" / "paper" / "subsets"
+    subsets.mkdir(parents=True)
+    every = subsets_module.make_subset({"00000.tar": [f"{i:09d}" for i in range(2_731)]}, "all", seed=0)
+    subsets_module.write_manifest(every, subsets / "subset-all.json")
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "-p", "all", "table1", "--directory", str(tmp_path),
+         "--snakefile", str(REPO / "workflow" / "Snakefile"),
+         "--configfile", str(tmp_path / "config" / "paper.yaml")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    evals = [line for line in shell_commands(result.stdout, "rankclip eval ") if "__nall__" in line]
+    assert evals and all("--data-size 2731 " in line for line in evals)
+    tables = shell_commands(result.stdout, "rankclip report tables ")
+    assert len(tables) == 2 and all("--data-size 2731 " in line for line in tables)
+    notebooks = shell_commands(result.stdout, "papermill ")
+    assert len(notebooks) == 6
+    assert all('"data_size": 2731,' in line and '"2731": 3000000' in line for line in notebooks)

@@ -5,8 +5,8 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from rankclip.code_hash import stage_code_hash
-from rankclip.config import TrainConfig
-from rankclip.workflow_config import check_names, check_sizes
+from rankclip.config import ALL_PAIRS, TrainConfig
+from rankclip.workflow_config import check_names, check_sizes, downloaded_pairs
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
 check_names(config)  # every method, backbone and dataset name the config uses exists
@@ -81,7 +81,7 @@ def parse_run_id(run_id):
     return dict(
         method=method,
         backbone=backbone,
-        data_size=int(size[1:]),
+        data_size=ALL_PAIRS if size[1:] == ALL_PAIRS else int(size[1:]),
         lambda_cross=float(lambda_cross[2:]),
         lambda_in=float(lambda_in[2:]),
         list_scale=float(list_scale[2:]),
@@ -89,9 +89,29 @@ def parse_run_id(run_id):
     )
 
 
-def data_sizes():
-    runs = config["runs"]
-    return sorted({runs["data_size"], *runs["data_sizes"]})
+def subset_manifest(data_size):
+    """The subset manifest of `data_size` pairs (`all`: every pair; its `size` field holds the count)."""
+    return DATA / "subsets" / f"subset-{data_size}.json"
+
+
+def main_subset():
+    return subset_manifest(config["runs"]["data_size"])
+
+
+def pairs_in(wildcards, input):
+    """The count of training pairs of the job's input `subset` manifest: the number in its name, or for
+    `all` the manifest's `size`. Before that manifest is written (a dry-run) `all`: Snakemake evaluates
+    params again, inputs present, before it runs a job."""
+    from rankclip.data.subsets import manifest_size  # webdataset: not at parse time
+
+    subset = Path(input.subset)
+    size = subset.stem.removeprefix("subset-")
+    if size.isdigit():
+        return int(size)
+    try:
+        return manifest_size(subset)
+    except ValueError:  # not written yet (or an empty file of `snakemake --touch`)
+        return size
 
 
 def train_shards():
@@ -127,13 +147,18 @@ def train_flags(wildcards):
 
 
 def tables_command(out_dir):
-    """`rankclip report tables` over every result on disk: results.csv and Table 1 into `out_dir`."""
-    runs, roles = config["runs"], config["report"]
-    return (
-        f"rankclip report tables --results-dir {RESULTS / 'eval'} --out-dir {out_dir} "
-        f"--backbone {runs['backbone']} --data-size {runs['data_size']} "
-        f"--zeroshot {roles['zeroshot']} --retrieval {roles['retrieval']}"
-    )
+    """`rankclip report tables` over every result on disk: results.csv and Table 1 into `out_dir`; a job
+    running it has the main runs' manifest as input `subset` (their size: `pairs_in`)."""
+
+    def command(wildcards, input):
+        runs, roles = config["runs"], config["report"]
+        return (
+            f"rankclip report tables --results-dir {RESULTS / 'eval'} --out-dir {out_dir} "
+            f"--backbone {runs['backbone']} --data-size {pairs_in(wildcards, input)} "
+            f"--zeroshot {roles['zeroshot']} --retrieval {roles['retrieval']}"
+        )
+
+    return command
 
 
 def trained_models():
@@ -238,3 +263,15 @@ def localisation_inputs(wildcards):
         if run["method"] in ("clip", "rankclip") and run["seed"] == seed
     ]
     return models + [dataset_marker(config["report"]["retrieval"])]
+
+
+def notebook_parameters(wildcards, input):
+    """papermill -y (JSON is YAML): the main runs, their size counted (`all` resolved from the main
+    subset manifest, also as a key of report.data_sizes), and the config's report roles."""
+    pairs = pairs_in(wildcards, input)
+    roles = dict(config["report"])
+    roles["data_sizes"] = {
+        (pairs if size == ALL_PAIRS else size): paper for size, paper in roles.get("data_sizes", {}).items()
+    }
+    runs = dict(backbone=config["runs"]["backbone"], data_size=pairs, data_size_backbone=data_size_backbone())
+    return json.dumps(dict(runs=runs, roles=roles))

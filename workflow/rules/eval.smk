@@ -6,6 +6,7 @@ rule evaluate:
     input:
         model=RESULTS / "runs" / "{run_id}" / "model.pt",
         dataset=lambda wildcards: dataset_marker(wildcards.dataset),
+        subset=lambda wildcards: subset_manifest(parse_run_id(wildcards.run_id)["data_size"]),
     output:
         result=RESULTS / "eval" / "{run_id}" / "{task}-{dataset}.json",
     log:
@@ -28,12 +29,13 @@ rule evaluate:
         ),
         dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
         run=lambda wildcards: parse_run_id(wildcards.run_id),
+        data_size=pairs_in,
         cache=RESULTS / "embeddings",
         code=code_hash("eval"),
     shell:
         "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
         "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
-        "--run-id {wildcards.run_id} --method {params.run[method]} --data-size {params.run[data_size]} "
+        "--run-id {wildcards.run_id} --method {params.run[method]} --data-size {params.data_size} "
         "--train-seed {params.run[seed]} --workers {resources.cpus_per_task} {params.probe} > {log} 2>&1"
 
 
@@ -41,6 +43,7 @@ rule tables:
     """Every result in one CSV, plus the paper's tables as Markdown (demo values beside the paper's)."""
     input:
         eval_results(),
+        subset=main_subset(),
     output:
         results=report(
             RESULTS / "tables" / "results.csv", caption="../report/results_csv.rst", category="Results"

@@ -12,14 +12,6 @@ NOTEBOOKS = [
 ]
 NOTEBOOK_DIR = Path(workflow.basedir).parent / "notebooks"
 REPORT = RESULTS / "report"
-# papermill -y: the main runs and the config's report roles (JSON is YAML)
-NOTEBOOK_PARAMETERS = json.dumps(
-    {
-        "runs": {key: config["runs"][key] for key in ("backbone", "data_size")}
-        | {"data_size_backbone": data_size_backbone()},
-        "roles": config["report"],
-    }
-)
 
 
 rule notebook:
@@ -29,6 +21,7 @@ rule notebook:
         results=rules.tables.output.results,
         evaluations=eval_results(),
         localisation=localisation_inputs,
+        subset=main_subset(),
     output:
         ipynb=REPORT / "notebooks" / "{notebook}.ipynb",
         html=report(
@@ -54,7 +47,7 @@ rule notebook:
         "../../envs/report.yaml"
     params:
         results_dir=RESULTS / "eval",
-        parameters=NOTEBOOK_PARAMETERS,
+        parameters=notebook_parameters,
         code=code_hash("report"),  # the notebook itself is an input
     shell:
         "(jupytext --to ipynb -o - {input.notebook} | papermill - {output.ipynb} -k python3 --no-progress-bar "

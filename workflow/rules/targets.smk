@@ -57,7 +57,7 @@ def training_cost(runs):
     samples, hours, unrated = 0, 0.0, set()
     for run_id in ids:
         run = parse_run_id(run_id)
-        seen = run["data_size"] * epochs
+        seen = planned_pairs(run["data_size"]) * epochs
         samples += seen
         if run["backbone"] in rates:
             hours += seen / rates[run["backbone"]] / 3600
@@ -70,6 +70,15 @@ def training_cost(runs):
     return cost
 
 
+def planned_pairs(data_size):
+    """A run's training pairs for the estimate: `all` is the download's count once it ran, until then
+    the paper's size it stands for (report.data_sizes), else 0."""
+    if data_size != ALL_PAIRS:
+        return data_size
+    downloaded = downloaded_pairs(config, DATA / "web" / "shards" / "summary.json")
+    return downloaded or config["report"].get("data_sizes", {}).get(ALL_PAIRS) or 0
+
+
 TARGETS = target_plan()
 
 
@@ -77,6 +86,10 @@ def plan_message():
     """The whole DAG's training cost, then each target's (the targets share runs)."""
     every_run = [run for runs in analysis_runs().values() for run in runs]
     lines = [f"all: {training_cost(every_run)}, {len(eval_results())} evaluations"]
+    if config["runs"]["data_size"] == ALL_PAIRS:
+        known = downloaded_pairs(config, DATA / "web" / "shards" / "summary.json")
+        basis = "the download's count" if known else "the paper's size until the download ran"
+        lines.append(f"  (data_size all: {planned_pairs(ALL_PAIRS):,} pairs per epoch, {basis})")
     lines += [f"  {target}: {training_cost(runs)}" for target, (runs, _) in TARGETS.items()]
     return "\n".join(lines)
 
@@ -89,6 +102,7 @@ for target, (runs, pairs) in TARGETS.items():
             target
         input:
             evaluations,
+            subset=main_subset(),
         output:
             directory(RESULTS / "targets" / target),
         log:

@@ -4,9 +4,7 @@
 rule train:
     """Train one run; re-running after a kill or preemption resumes from its latest checkpoint."""
     input:
-        subset=lambda wildcards: DATA
-        / "subsets"
-        / f"subset-{parse_run_id(wildcards.run_id)['data_size']}.json",
+        subset=lambda wildcards: subset_manifest(parse_run_id(wildcards.run_id)["data_size"]),
     output:
         model=RESULTS / "runs" / "{run_id}" / "model.pt",
     log:
