@@ -32,11 +32,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import webdataset as wds
-from webdataset.tariterators import base_plus_ext
 
 from rankclip.config import ALL_PAIRS
-from rankclip.data.shards import write_atomic_text
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -71,6 +68,8 @@ def index_shards(url: str, workers: int = 1) -> dict[str, list[str]]:
     Raises ``ValueError`` naming the shard if a shard is missing, not a tar, truncated or corrupt, or lists
     one key in two places (webdataset would yield two samples that no key set can tell apart).
     """
+    import webdataset as wds  # here, not at import: the workflow reads manifest sizes without torch
+
     shards = wds.shardlists.expand_urls(url)
     if not shards:
         raise ValueError(f"shard URL {url!r} expands to no shards")
@@ -93,6 +92,8 @@ def _shard_keys(shard: str) -> list[str]:
 
 
 def _read_keys(shard: str) -> list[str]:
+    from webdataset.tariterators import base_plus_ext
+
     if not os.path.isfile(shard):
         raise FileNotFoundError("no such file (remote URLs are not supported; index a local copy)")
     keys: list[str] = []
@@ -219,6 +220,8 @@ def write_manifest(manifest: Mapping, path: Path) -> None:
     lines = [f"{json.dumps(field)}: {json.dumps(manifest[field])}," for field in _SCALAR_FIELDS]
     shards = [f"  {json.dumps(shard)}: {json.dumps(keys)}" for shard, keys in manifest["shards"].items()]
     text = "{\n " + "\n ".join(lines) + '\n "shards": {\n' + ",\n".join(shards) + "\n }\n}\n"
+    from rankclip.data.shards import write_atomic_text
+
     write_atomic_text(Path(path), text)
 
 
