@@ -11,6 +11,8 @@ rule evaluate:
         result=RESULTS / "eval" / "{run_id}" / "{task}-{dataset}.json",
     log:
         LOGS / "eval" / "{run_id}" / "{task}-{dataset}.log",
+    benchmark:
+        LOGS / "eval" / "{run_id}" / "{task}-{dataset}.benchmark.tsv"
     wildcard_constraints:
         task="zeroshot|retrieval|linear_probe|gap",
     group:

@@ -40,6 +40,8 @@ rule notebook:
         ),
     log:
         LOGS / "report" / "{notebook}.log",
+    benchmark:
+        LOGS / "report" / "{notebook}.benchmark.tsv"
     wildcard_constraints:
         notebook="|".join(NOTEBOOKS),
     localrule: True
