@@ -19,6 +19,7 @@ from rankclip.eval.cli import build_parser, run_eval
 from rankclip.eval.datasets import WdsImages, WdsSplit
 from rankclip.eval.evaluator import Evaluator
 from rankclip.eval.results import read_result, write_result
+from rankclip.eval.uncertainty import unpack_hits
 from rankclip.models import create_model, write_local_dir
 
 MODEL = "rankclip-tiny-vit"
@@ -170,6 +171,29 @@ def test_results_carry_the_run_and_validate(checkpoint, demo, shared_cache, tmp_
     assert gap.metrics["modality_gap"] > 0
     for index, result in enumerate((zeroshot, retrieval, probe, gap)):
         assert read_result(write_result(result, tmp_path / f"{index}.json")) == result
+
+
+def test_every_hit_rate_has_a_seeded_interval_over_its_items(checkpoint, demo, shared_cache):
+    """Bootstrap intervals in the results (eval/uncertainty.py), from the per-item hits stored beside
+    them: each hit rate is the mean of its stored hits and lies inside its interval; reruns are equal."""
+    zeroshot, retrieval, probe, gap = every_task(Evaluator(checkpoint, cache_dir=shared_cache), demo)
+    assert set(zeroshot.intervals) == {"top1", "top3", "top5", "top100"} == set(zeroshot.item_hits)
+    assert set(retrieval.intervals) == {
+        f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5, 10)
+    }
+    assert set(probe.intervals) == {f"top{k}" for k in probe.protocol["ks"]} and gap.intervals == {}
+    for result in (zeroshot, retrieval, probe):
+        assert result.protocol["bootstrap"] | {"items": None} == {
+            "resamples": 1000, "level": 0.95, "seed": 0, "items": None
+        }  # fmt: skip
+        for name, (low, high) in result.intervals.items():
+            hits = unpack_hits(result.item_hits[name])
+            assert hits.mean() == pytest.approx(result.metrics[name]) and low <= result.metrics[name] <= high
+    assert len(unpack_hits(retrieval.item_hits["text_to_image_R@1"])) == retrieval.num_texts
+    assert len(unpack_hits(retrieval.item_hits["image_to_text_R@1"])) == retrieval.num_samples
+    assert zeroshot.intervals["top100"] == (1.0, 1.0)
+    again = Evaluator(checkpoint, cache_dir=shared_cache).zeroshot(demo / "zeroshot", ks=(1, 3, 5, 100))
+    assert again.intervals == zeroshot.intervals
 
 
 def write_subset_dataset(source: Path, out: Path, subset: list[str]) -> None:

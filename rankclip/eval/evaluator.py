@@ -20,9 +20,10 @@ from rankclip.eval.datasets import WdsSplit, read_classnames, read_templates
 from rankclip.eval.embeddings import EmbeddingCache, Encoder
 from rankclip.eval.hashing import code_version, sha256_json
 from rankclip.eval.imagenet import CLASS_SUBSETS
-from rankclip.eval.linear_probe import LinearProbeConfig, linear_probe
+from rankclip.eval.linear_probe import LinearProbeConfig, probe_ranks
 from rankclip.eval.metrics import (
     check_ks,
+    hits_at_k,
     modality_gap,
     retrieval_ranks,
     retrieval_recall,
@@ -30,6 +31,7 @@ from rankclip.eval.metrics import (
     zeroshot_ranks,
 )
 from rankclip.eval.results import EvalResult, PerClassResult, now_utc
+from rankclip.eval.uncertainty import LEVEL, RESAMPLES, SEED, mean_interval, pack_hits
 
 __all__ = ["Evaluator", "RunInfo", "openai_imagenet_templates", "resolve_class_subset", "resolve_templates"]
 
@@ -250,8 +252,11 @@ class Evaluator:
         )
         class_ids = list(range(len(classnames))) if subset is None else subset
         metrics, per_class = topk_accuracy(ranks, labels, ks, len(class_ids))
+        uncertainty = _uncertainty({f"top{k}": hit for k, hit in hits_at_k(ranks, ks).items()}, "test images")
         return self._result(
             started,
+            intervals=uncertainty["intervals"],
+            item_hits=uncertainty["item_hits"],
             task="zeroshot_classification",
             split=split,
             dataset_sha256=sha256_json(
@@ -273,6 +278,7 @@ class Evaluator:
                 "num_templates": len(template_list),
                 "class_subset": subset_description,
                 "precision": self.encoder.precision,
+                "bootstrap": uncertainty["bootstrap"],
             },
             **self._common(dataset_dir, dataset_name),
         )
@@ -295,15 +301,25 @@ class Evaluator:
         image_ranks, text_ranks = retrieval_ranks(
             embeddings.images(), embeddings.texts(), embeddings.text_image_index, ties
         )
+        hits = {f"image_to_text_R@{k}": hit for k, hit in hits_at_k(image_ranks, ks).items()}
+        hits |= {f"text_to_image_R@{k}": hit for k, hit in hits_at_k(text_ranks, ks).items()}
+        uncertainty = _uncertainty(hits, "images (image_to_text), captions (text_to_image)")
         return self._result(
             started,
+            intervals=uncertainty["intervals"],
+            item_hits=uncertainty["item_hits"],
             task="zeroshot_retrieval",
             split=split,
             dataset_sha256=data.fingerprint(self.encoder.cache.hash_memo),
             num_samples=len(image_ranks),
             num_texts=len(text_ranks),
             metrics=retrieval_recall(image_ranks, text_ranks, ks),
-            protocol={"ks": list(ks), "ties": ties, "precision": self.encoder.precision},
+            protocol={
+                "ks": list(ks),
+                "ties": ties,
+                "precision": self.encoder.precision,
+                "bootstrap": uncertainty["bootstrap"],
+            },
             **self._common(dataset_dir, dataset_name),
         )
 
@@ -329,7 +345,7 @@ class Evaluator:
         else:
             top = int(max(train_embeddings.labels.max(), test_embeddings.labels.max()))
             classnames = [str(i) for i in range(top + 1)]
-        metrics, per_class, info = linear_probe(
+        ranks, info = probe_ranks(
             train_embeddings.image_features,
             train_embeddings.labels,
             test_embeddings.image_features,
@@ -337,9 +353,14 @@ class Evaluator:
             len(classnames),
             config,
         )
+        metrics, per_class = topk_accuracy(ranks, test_embeddings.labels, config.ks, len(classnames))
+        hits = {f"top{k}": hit for k, hit in hits_at_k(ranks, config.ks).items()}
         memo = self.encoder.cache.hash_memo
+        uncertainty = _uncertainty(hits, "test images")
         return self._result(
             started,
+            intervals=uncertainty["intervals"],
+            item_hits=uncertainty["item_hits"],
             task="linear_probe",
             split=test_split,
             dataset_sha256=sha256_json({"train": train.fingerprint(memo), "test": test.fingerprint(memo)}),
@@ -349,7 +370,7 @@ class Evaluator:
             per_class=_per_class(per_class, list(range(len(classnames))), classnames),
             protocol=config.protocol()
             | {"train_split": train_split, "num_train": len(train_embeddings.labels), "fit": info}
-            | {"precision": self.encoder.precision},
+            | {"precision": self.encoder.precision, "bootstrap": uncertainty["bootstrap"]},
             **self._common(dataset_dir, dataset_name),
         )
 
@@ -442,3 +463,12 @@ def _per_class(
             )
         )
     return rows
+
+
+def _uncertainty(hits: dict[str, Any], items: str) -> dict[str, Any]:
+    """Bootstrap intervals over test items of the hit-rate metrics, and the per-item hits behind them."""
+    return {
+        "intervals": {name: mean_interval(hit) for name, hit in hits.items()},
+        "item_hits": {name: pack_hits(hit) for name, hit in hits.items()},
+        "bootstrap": {"resamples": RESAMPLES, "level": LEVEL, "seed": SEED, "items": items},
+    }

@@ -193,6 +193,15 @@ def linear_probe(
     train_features, train_labels, test_features, test_labels, num_classes: int, config: LinearProbeConfig
 ) -> tuple[dict[str, float], list[dict], dict]:
     """Fit on the training features, score the test features: (metrics, per_class, fit info)."""
+    ranks, info = probe_ranks(train_features, train_labels, test_features, test_labels, num_classes, config)
+    metrics, per_class = topk_accuracy(ranks, np.asarray(test_labels, dtype=np.int64), config.ks, num_classes)
+    return metrics, per_class, info
+
+
+def probe_ranks(
+    train_features, train_labels, test_features, test_labels, num_classes: int, config: LinearProbeConfig
+) -> tuple[np.ndarray, dict]:
+    """Fit on the training features; the rank of each test item's true class, and the fit info."""
     train_labels = np.asarray(train_labels, dtype=np.int64)
     test_labels = np.asarray(test_labels, dtype=np.int64)
     for name, labels in (("train", train_labels), ("test", test_labels)):
@@ -212,6 +221,4 @@ def linear_probe(
             scores = np.stack([-scores, scores], axis=1)
         logits[:, model.classes_] = scores
         logits = np.nan_to_num(logits, neginf=np.finfo(np.float32).min)  # classes unseen in training
-    ranks = predict_ranks(logits, test_labels)
-    metrics, per_class = topk_accuracy(ranks, test_labels, config.ks, num_classes)
-    return metrics, per_class, info
+    return predict_ranks(logits, test_labels), info

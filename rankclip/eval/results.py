@@ -102,6 +102,15 @@ class EvalResult(BaseModel):
     # the numbers
     metrics: dict[str, float] = Field(description="Metric name -> value; accuracies/recalls in [0, 1].")
     per_class: list[PerClassResult] | None = Field(None, description="Per-class accuracies.")
+    intervals: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Metric name -> bootstrap interval over test items (protocol.bootstrap: level, seed).",
+    )
+    item_hits: dict[str, str] = Field(
+        default_factory=dict,
+        description="Metric name -> per-item 1/0 hits in the split's order (uncertainty.pack_hits): "
+        "paired comparisons of two runs on the same items.",
+    )
     protocol: dict[str, Any] = Field(default_factory=dict, description="Settings that define the metrics.")
     artifacts: dict[str, str] = Field(
         default_factory=dict, description="Extra files (e.g. the UMAP table), relative to this JSON's folder."
@@ -129,6 +138,18 @@ class EvalResult(BaseModel):
         return value
 
     @model_validator(mode="after")
+    def _intervals_of_metrics(self) -> EvalResult:
+        for name, (low, high) in self.intervals.items():
+            if name not in self.metrics:
+                raise ValueError(f"interval of {name!r}, which is not a metric")
+            if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+                raise ValueError(f"interval of {name!r} must be finite with low <= high, got [{low}, {high}]")
+        unknown = sorted(set(self.item_hits) - set(self.metrics))
+        if unknown:
+            raise ValueError(f"item_hits of {unknown}, which are not metrics")
+        return self
+
+    @model_validator(mode="after")
     def _task_metrics(self) -> EvalResult:
         missing = [
             pattern
@@ -143,7 +164,17 @@ class EvalResult(BaseModel):
 
     def record(self) -> dict[str, Any]:
         """A flat row for a table: the scalar fields plus one column per metric (and train lambdas)."""
-        row = self.model_dump(exclude={"metrics", "per_class", "protocol", "artifacts", "train_config"})
+        row = self.model_dump(
+            exclude={
+                "metrics",
+                "per_class",
+                "protocol",
+                "artifacts",
+                "train_config",
+                "intervals",
+                "item_hits",
+            }
+        )
         for name in ("lambda_cross", "lambda_in", "list_scale"):
             if name in self.train_config:
                 row[name] = self.train_config[name]
