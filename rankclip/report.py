@@ -29,7 +29,8 @@ import pandas as pd
 
 from rankclip.code_hash import stage_code_hash
 from rankclip.config import ALL_PAIRS, TrainConfig
-from rankclip.eval.results import EvalResult, read_result, results_frame
+from rankclip.eval.results import EvalResult, read_result, read_results, results_frame
+from rankclip.eval.uncertainty import mean_interval, paired_delta, seed_spread, unpack_hits
 
 # Task names of the results files.
 MAIN_LIST_SCALE = TrainConfig.model_fields["list_scale"].default  # the paper's 1/32: the main runs'
@@ -725,6 +726,52 @@ def robustness_table(
         + [columns[2]] * (same_zeroshot and same_shift)
     )
     return compare(ours, paper, method_order([*ours.index, *paper.index]), same=same)
+
+
+def uncertainty_table(
+    results_dir: Path,
+    backbone: str,
+    data_size: int,
+    benchmarks: list[tuple[str, str, str]],
+    reference: str = "clip",
+) -> pd.DataFrame:
+    """Per (task, dataset, metric) of ``benchmarks`` and method of the main runs, in percent: the mean over
+    seeds, its standard deviation and seed count, the bootstrap 95% interval over test items (seeds
+    pooled), and the paired difference to ``reference`` on the same items and seeds (``delta [low, high]``,
+    ``*`` where the interval excludes 0). From the results' per-item hits (rankclip/eval/uncertainty.py)."""
+    results = read_results(results_dir)
+    frame = prepare(pd.DataFrame([result.record() for result in results]))
+    rows = []
+    for task, dataset, metric in benchmarks:
+        hits: dict[str, dict[int, np.ndarray]] = {}
+        for index, row in select(frame, task, dataset, backbone, data_size).iterrows():
+            if metric in results[index].item_hits:
+                seed = -1 if pd.isna(row["seed"]) else int(row["seed"])
+                hits.setdefault(row["method"], {})[seed] = unpack_hits(results[index].item_hits[metric])
+        base = hits.get(reference, {})
+        for method in method_order(hits):
+            seeds = sorted(hits[method])
+            values = np.stack([hits[method][seed] for seed in seeds])
+            mean, std, count = seed_spread(values.mean(axis=1))
+            low, high = mean_interval(values)
+            common = [seed for seed in seeds if seed in base]
+            delta = None
+            if method != reference and common:
+                ours = np.stack([hits[method][seed] for seed in common])
+                delta = paired_delta(ours, np.stack([base[seed] for seed in common]))
+            rows.append(
+                {
+                    "benchmark": f"{dataset} {metric}",
+                    "method": method,
+                    "seeds": count,
+                    "mean": 100 * mean,
+                    "std": 100 * std,
+                    "95% interval": f"[{100 * low:.2f}, {100 * high:.2f}]",
+                    f"delta vs {reference}": str(delta) if delta else "-",
+                    "excludes 0": bool(delta.excludes_zero) if delta else None,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 @marks_stale

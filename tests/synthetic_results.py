@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from rankclip.code_hash import stage_code_hash
 from rankclip.eval.analysis import write_retrieval_examples
 from rankclip.eval.results import EvalResult, write_result
+from rankclip.eval.uncertainty import pack_hits
 
 BACKBONE, OTHER_BACKBONE, DATA_SIZE = "rankclip-tiny-vit", "rankclip-tiny-rn", 4096
 METHODS = ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
@@ -174,7 +176,8 @@ def write_synthetic_results(
                 num_samples=100,
                 num_texts=500 if task in ("retrieval", "gap") else None,
                 num_classes=64 if task in ("zeroshot", "linear_probe") else None,
-                metrics=_metrics(task, rng, quality),
+                metrics=(metrics := _metrics(task, rng, quality)),
+                item_hits=_item_hits(metrics, f"{rid}/{dataset}"),
                 artifacts=artifacts,
                 code_version="0.1.0+tree.0123456789ab",
                 code_hash=stage_code_hash("eval") if code_hash is None else code_hash,
@@ -183,6 +186,21 @@ def write_synthetic_results(
             )
             written.append(write_result(result, out))
     return written
+
+
+def _item_hits(metrics: dict[str, float], key: str) -> dict[str, str]:
+    """Per-item hits behind the hit-rate metrics (100 images, 500 captions), nested in k, each with its
+    metric's rate (to 1 / items), from their own generator (the metrics' draws stay as they were)."""
+    order = {"images": np.random.default_rng(zlib.crc32(key.encode())).permutation(100)}
+    order["captions"] = np.random.default_rng(zlib.crc32(key.encode()) + 1).permutation(500)
+    packed = {}
+    for name, value in metrics.items():
+        if re.fullmatch(r"top\d+|image_to_text_R@\d+|text_to_image_R@\d+", name):
+            items = order["captions" if name.startswith("text_to_image") else "images"]
+            hits = np.zeros(len(items), dtype=bool)
+            hits[items[: round(value * len(items))]] = True
+            packed[name] = pack_hits(hits)
+    return packed
 
 
 def _gap_artifacts(out: Path, rng, points: int) -> dict[str, str]:

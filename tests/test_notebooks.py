@@ -30,6 +30,9 @@ EXPECTED = {
             "table2": {"method": ["clip", "rankclip"]},
             "table3": {"method": ["clip", "rankclip_in"]},
             "table4": {"backbone": [BACKBONE, "rankclip-tiny-rn"], "method": ["clip", "rankclip"]},
+            "uncertainty": {
+                "method": ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
+            },
         },
         "figures": ["tables_overview", "table4_backbones"],
     },

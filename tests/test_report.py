@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -419,3 +420,43 @@ def test_list_scale_runs_are_their_own_ablation_not_main_runs(tmp_path):
     assert len(rankclip[rankclip["method"] == "rankclip"]) == 1
     sweep = report.list_scale_sweep(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
     assert sweep["list_scale"].tolist() == [1 / 64, 1 / 32, 1 / 16] and set(sweep["source"]) == {"ours"}
+
+
+def test_uncertainty_table_pairs_each_method_with_clip_on_the_same_items_and_seeds(tmp_path):
+    """Per-item hits written into synthetic results: a method equal to CLIP differs by 0 with a zero-width
+    interval; one with 40 more hits of 400 on each of two seeds by +10 points, its interval excluding 0."""
+    from synthetic_results import demo_runs
+
+    from rankclip.eval.results import read_result, write_result
+    from rankclip.eval.uncertainty import pack_hits
+
+    runs = [run | dict(seed=seed) for seed in (0, 1) for run in demo_runs(["clip", "cyclip", "rankclip"])]
+    paths = write_synthetic_results(tmp_path, runs=runs)
+    rng = np.random.default_rng(0)
+    clip = {seed: rng.random(400) < 0.3 for seed in (0, 1)}
+    better = {}
+    for seed, hits in clip.items():
+        better[seed] = hits.copy()
+        better[seed][np.flatnonzero(~hits)[:40]] = True
+    chosen = {"clip": clip, "cyclip": clip, "rankclip": better}
+    for path in paths:
+        result = read_result(path)
+        main = result.backbone == BACKBONE and result.data_size == DATA_SIZE
+        if main and result.dataset == "shapes" and result.train_config.get("lambda_in", 1.0) == 1.0:
+            hits = chosen[result.method][result.seed]
+            write_result(result.model_copy(update={"item_hits": {"top1": pack_hits(hits)}}), path)
+    table = report.uncertainty_table(
+        tmp_path, BACKBONE, DATA_SIZE, [("zeroshot_classification", "shapes", "top1")]
+    )
+    rows = table.set_index("method")
+    assert list(rows.index) == ["clip", "cyclip", "rankclip"] and set(rows["seeds"]) == {2}
+    per_seed = [100 * clip[seed].mean() for seed in (0, 1)]
+    assert rows.loc["clip", "mean"] == pytest.approx(np.mean(per_seed))
+    assert rows.loc["clip", "std"] == pytest.approx(np.std(per_seed, ddof=1))
+    assert rows.loc["clip", "delta vs clip"] == "-" and rows.loc["clip", "excludes 0"] is None
+    assert (
+        rows.loc["cyclip", "delta vs clip"] == "+0.00 [+0.00, +0.00]" and not rows.loc["cyclip", "excludes 0"]
+    )
+    assert rows.loc["rankclip", "delta vs clip"].startswith("+10.00 [") and rows.loc["rankclip", "excludes 0"]
+    low, high = (float(x) for x in rows.loc["rankclip", "95% interval"].strip("[]").split(", "))
+    assert low < rows.loc["rankclip", "mean"] < high
