@@ -53,7 +53,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/distributed.py",
         "rankclip/data/loader.py",
     ),
-    "eval": ("rankclip/eval",),
+    "eval": ("rankclip/eval", "rankclip/optim.py"),  # the linear probe's schedule is training's cosine_lr
     # the tables, the notebooks' library (Fig. 7's heatmaps included) and the HTML report (a notebook job's
     # notebook is its input); the report's Protocol table reads TrainConfig's defaults and our model configs
     "report": (

@@ -9,7 +9,6 @@ import open_clip
 import torch
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-PAPER_MODELS = ("ViT-B-32", "RN50", "RN101")
 
 
 def register_model_configs() -> None:

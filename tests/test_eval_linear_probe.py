@@ -10,11 +10,11 @@ import torch
 
 from rankclip.eval.linear_probe import (
     LinearProbeConfig,
-    cosine_lr,
     linear_probe,
     probe_optimizer,
     train_linear_probe,
 )
+from rankclip.optim import cosine_lr
 
 
 def clusters(num_classes=4, per_class=30, dim=8, seed=0, spread=0.6):
@@ -54,9 +54,10 @@ def test_probe_leaves_the_global_rng_alone():
 
 
 def test_cosine_schedule_matches_the_authors_scheduler():
-    assert cosine_lr(0, 0.005, 100) == 0.005
-    assert cosine_lr(50, 0.005, 100) == pytest.approx(0.0025)
-    assert cosine_lr(25, 0.005, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)) * 0.005)
+    """The probe uses training's cosine_lr with no warm-up: the authors' cosine_scheduler."""
+    assert cosine_lr(0, 0.005, 0, 100) == 0.005
+    assert cosine_lr(50, 0.005, 0, 100) == pytest.approx(0.0025)
+    assert cosine_lr(25, 0.005, 0, 100) == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)) * 0.005)
 
 
 def test_weight_decays_and_bias_does_not():

@@ -45,7 +45,7 @@ from rankclip.data.evalset_registry import (
     IMAGENET_VAL_SHA256,
     IMAGENETV2_VARIANTS,
 )
-from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES
+from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES, openai_imagenet_templates
 
 __all__ = [
     "IMAGENET_DEVKIT_SHA256",
@@ -53,7 +53,6 @@ __all__ = [
     "IMAGENET_WNIDS",
     "SETS",
     "imagenet_classnames",
-    "openai_imagenet_templates",
     "read_devkit_labels",
     "read_labels_file",
 ]
@@ -179,13 +178,6 @@ def imagenet_classnames() -> list[str]:
     from open_clip import IMAGENET_CLASSNAMES
 
     return list(IMAGENET_CLASSNAMES)
-
-
-def openai_imagenet_templates() -> list[str]:
-    """open_clip's 80 OpenAI ImageNet prompts, as ``{c}`` strings."""
-    from open_clip import OPENAI_IMAGENET_TEMPLATES
-
-    return [template("{c}") for template in OPENAI_IMAGENET_TEMPLATES]
 
 
 def _write_imagenet_layout(out: Path, class_subset=None) -> None:

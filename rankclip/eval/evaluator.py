@@ -19,7 +19,7 @@ from rankclip.code_hash import stage_code_hash
 from rankclip.eval.datasets import WdsSplit, read_classnames, read_templates
 from rankclip.eval.embeddings import EmbeddingCache, Encoder
 from rankclip.eval.hashing import code_version, sha256_json
-from rankclip.eval.imagenet import CLASS_SUBSETS
+from rankclip.eval.imagenet import CLASS_SUBSETS, openai_imagenet_templates
 from rankclip.eval.linear_probe import LinearProbeConfig, probe_ranks
 from rankclip.eval.metrics import (
     check_ks,
@@ -33,17 +33,10 @@ from rankclip.eval.metrics import (
 from rankclip.eval.results import EvalResult, PerClassResult, now_utc
 from rankclip.eval.uncertainty import LEVEL, RESAMPLES, SEED, mean_interval, pack_hits
 
-__all__ = ["Evaluator", "RunInfo", "openai_imagenet_templates", "resolve_class_subset", "resolve_templates"]
+__all__ = ["Evaluator", "RunInfo", "resolve_class_subset", "resolve_templates"]
 
 # A classification folder may name the classes its logits are restricted to (ImageNet-R: 200 of 1000).
 CLASS_SUBSET_FILE = "class_subset.txt"
-
-
-def openai_imagenet_templates() -> list[str]:
-    """open_clip's 80 OpenAI ImageNet prompt templates, as ``{c}`` strings (clip_benchmark's form)."""
-    from open_clip import OPENAI_IMAGENET_TEMPLATES
-
-    return [template("{c}") for template in OPENAI_IMAGENET_TEMPLATES]
 
 
 def resolve_templates(templates, dataset_dir: Path) -> tuple[list[str], str]:

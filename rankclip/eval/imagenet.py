@@ -1,4 +1,5 @@
-"""ImageNet class subsets used by the robustness benchmarks.
+"""ImageNet facts shared by the evaluation-set converters and the evaluation: the OpenAI prompt
+templates and the class subsets of the robustness benchmarks.
 
 ImageNet-R covers 200 of the 1000 ImageNet classes. Its labels are kept in ImageNet's 1000-class index
 space (the standard order: sorted WordNet ids, the order of ``open_clip.IMAGENET_CLASSNAMES``), and
@@ -9,7 +10,7 @@ clip_benchmark 1.6.2 builds for ``imagenet-r`` from its WordNet ids (checked by 
 
 from __future__ import annotations
 
-__all__ = ["CLASS_SUBSETS", "IMAGENET_R_CLASS_INDICES"]
+__all__ = ["CLASS_SUBSETS", "IMAGENET_R_CLASS_INDICES", "openai_imagenet_templates"]
 
 IMAGENET_R_CLASS_INDICES: tuple[int, ...] = (
     1, 2, 4, 6, 8, 9, 11, 13, 22, 23, 26, 29, 31, 39, 47, 63, 71, 76, 79, 84, 90, 94, 96, 97, 99, 100,
@@ -26,3 +27,10 @@ IMAGENET_R_CLASS_INDICES: tuple[int, ...] = (
 
 # Named subsets accepted wherever a class subset is (``--class-subset imagenet-r``).
 CLASS_SUBSETS: dict[str, tuple[int, ...]] = {"imagenet-r": IMAGENET_R_CLASS_INDICES}
+
+
+def openai_imagenet_templates() -> list[str]:
+    """open_clip's 80 OpenAI ImageNet prompt templates, as ``{c}`` strings (clip_benchmark's form)."""
+    from open_clip import OPENAI_IMAGENET_TEMPLATES
+
+    return [template("{c}") for template in OPENAI_IMAGENET_TEMPLATES]

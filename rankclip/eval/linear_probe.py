@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from rankclip.eval.metrics import positive_ranks, topk_accuracy
+from rankclip.optim import cosine_lr
 
 __all__ = [
     "PROBE_METHODS",
     "LinearProbeConfig",
-    "cosine_lr",
     "linear_probe",
     "predict_ranks",
     "probe_optimizer",
@@ -82,11 +82,6 @@ def _features(x, normalize: bool) -> torch.Tensor:
     return F.normalize(x, dim=-1) if normalize else x
 
 
-def cosine_lr(step: int, base_lr: float, total_steps: int) -> float:
-    """The authors' ``cosine_scheduler`` with no warm-up: 0.5 (1 + cos(pi step / total)) base_lr."""
-    return 0.5 * (1 + math.cos(math.pi * step / total_steps)) * base_lr
-
-
 def probe_optimizer(layer: torch.nn.Linear, config: LinearProbeConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on the weight only (the authors exclude biases from decay)."""
     return torch.optim.AdamW(
@@ -121,7 +116,7 @@ def train_linear_probe(
         for start in range(0, len(y), config.batch_size):
             batch = order[start : start + config.batch_size]
             for group in optimizer.param_groups:
-                group["lr"] = cosine_lr(step, config.lr, total_steps)
+                group["lr"] = cosine_lr(step, config.lr, 0, total_steps)  # the authors': no warm-up
             loss = F.cross_entropy(layer(x[batch]), y[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 __all__ = [
     "SCHEMA_VERSION",
-    "TASKS",
     "EvalResult",
     "PerClassResult",
     "ResultsError",
@@ -31,7 +30,6 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 Task = Literal["zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation"]
-TASKS: tuple[str, ...] = ("zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation")
 # Metrics each task must report (at least one name matching each pattern).
 REQUIRED_METRICS: dict[str, tuple[str, ...]] = {
     "zeroshot_classification": (r"top\d+",),
