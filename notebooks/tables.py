@@ -97,7 +97,8 @@ outputs.table(
     "table1",
     "Table 1: zero-shot top-1/3/5 and retrieval Recall@1/5/10 (%)",
     f"Ours: `{roles.zeroshot}` in ImageNet1K's role, `{roles.retrieval}` in MS-COCO's (image->text and "
-    "text->image). Paper: CC3M, ViT-B/32."
+    "text->image). Paper: CC3M, ViT-B/32. Ties: an exact score tie with a wrong class or caption counts "
+    "as a miss (pessimistic; clip_benchmark's top-k breaks it by index instead)."
     + stand_ins({roles.zeroshot: "imagenet1k", roles.retrieval: "mscoco"}),
 )
 table1
