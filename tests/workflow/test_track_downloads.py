@@ -1,5 +1,6 @@
-"""Downloads are DVC-tracked as part of the chain: fetch_url_list + web_shards against a loopback server,
-then track_downloads; `dvc status` is clean, each pointer names its source URL and tells a change."""
+"""Downloads are DVC-tracked as part of the chain: fetch_url_list + web_shards + one evaluation file
+(fetch_eval_file from a mirror) against a loopback server, then track_downloads; `dvc status` is clean,
+each pointer names its source URL and tells a change."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def jpeg(colour: str) -> bytes:
     return buffer.getvalue()
 
 
-def test_web_downloads_are_tracked_with_their_url(tmp_path: Path):
+def test_web_and_eval_downloads_are_tracked_with_their_urls(tmp_path: Path):
     site = tmp_path / "site"
     site.mkdir()
     for colour in COLOURS:
@@ -51,7 +52,21 @@ def test_web_downloads_are_tracked_with_their_url(tmp_path: Path):
             "num_shards": 1,
             "image_size": 32,
         }
-        (work / "web.yaml").write_text(yaml.safe_dump({"name": "web", "data": {"source": "web", "web": web}}))
+        # one evaluation set from a "mirror" (the loopback server): ImageNet-R's one file, pinned to its bytes
+        (site / "imagenet-r.tar").write_bytes(b"a stand-in for imagenet-r.tar\n" * 64)
+        pin = hashlib.sha256((site / "imagenet-r.tar").read_bytes()).hexdigest()
+        eval_sets = {"base_url": server.url("").rstrip("/"), "sha256": {"imagenet-r.tar": pin}}
+        demo = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+        evals = {
+            "datasets": {**demo["eval"]["datasets"], "imagenet_r": "eval/imagenet_r"},
+            "every_run": [*demo["eval"]["every_run"], "zeroshot:imagenet_r"],
+        }
+        overrides = {
+            "name": "web",
+            "data": {"source": "web", "web": web, "eval_sets": eval_sets},
+            "eval": evals,
+        }
+        (work / "web.yaml").write_text(yaml.safe_dump(overrides))
         command = [
             sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
             "--directory", str(work), "--configfile", "web.yaml", "--cores", "2", "track_downloads",
@@ -59,10 +74,17 @@ def test_web_downloads_are_tracked_with_their_url(tmp_path: Path):
         result = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=600)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
-    assert job_stats(output) == {"fetch_url_list": 1, "web_shards": 1, "track_downloads": 1, "total": 3}
+    stats = {"fetch_url_list": 1, "web_shards": 1, "fetch_eval_file": 1, "track_downloads": 1, "total": 4}
+    assert job_stats(output) == stats
 
-    pointers = ["resources/web/web/list.tsv.dvc", "resources/web/web/shards.dvc"]
-    (url_list,), (shards,) = (yaml.safe_load((work / pointer).read_text())["outs"] for pointer in pointers)
+    pointers = [
+        "resources/web/web/list.tsv.dvc",
+        "resources/web/web/shards.dvc",
+        "resources/web/downloads/imagenet_r/imagenet-r.tar.dvc",
+    ]
+    (url_list,), (shards,), (archive,) = (yaml.safe_load((work / p).read_text())["outs"] for p in pointers)
+    assert archive["meta"]["source_url"] == eval_sets["base_url"] + "/imagenet-r.tar"
+    assert archive["md5"] == hashlib.md5((site / "imagenet-r.tar").read_bytes()).hexdigest()
     for out in (url_list, shards):
         assert out["meta"]["source_url"] == list_url and out["desc"] == f"downloaded from {list_url}"
     assert url_list["md5"] == hashlib.md5((site / "list.tsv").read_bytes()).hexdigest()  # the served bytes
