@@ -1,5 +1,4 @@
 # Helpers of data.smk: ALIP's caption stage and the evaluation sets' downloads and flags.
-from rankclip.data.evalset_io import mirror_url
 from rankclip.data.evalset_registry import REGISTRY as EVAL_SETS
 from rankclip.data.track import pointer_path
 
@@ -94,7 +93,7 @@ def downloads_of_record():
         if name in EVAL_SETS and config["eval"]["datasets"][name] == f"eval/{name}":
             for resource in EVAL_SETS[name].resources:
                 if resource.url:
-                    sources[str(DOWNLOADS / name / resource.filename)] = mirror_url(resource, base_url)
+                    sources[str(DOWNLOADS / name / resource.filename)] = resource.source_url(base_url)
     return sources
 
 
