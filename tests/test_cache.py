@@ -13,8 +13,6 @@ from rankclip.cache import CacheError, load_workflow_config, outputs_of_record, 
 from rankclip.cli import main
 from rankclip.dvc_run import DvcError
 
-pytestmark = pytest.mark.slow  # ~15 s: DVC processes
-
 CONFIG = {
     "name": "tiny",
     "report": {"retrieval": "captions"},
@@ -67,6 +65,7 @@ def repo(tmp_path, monkeypatch) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
+@pytest.mark.slow  # ~5 s: DVC add, push, clone, pull
 def test_push_then_pull_in_a_clone_restores_the_outputs_with_one_mtime(repo, tmp_path, capsys):
     root, env = repo
     dvc("remote", "add", "--default", "storage", str(tmp_path / "remote"), cwd=root, env=env)
