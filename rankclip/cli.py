@@ -14,6 +14,7 @@ from rankclip.checkpoint import CheckpointError
 from rankclip.config import ALL_PAIRS, ConfigError, TrainConfig
 from rankclip.data.download import DownloadError
 from rankclip.data.loader import DataFaultError
+from rankclip.dvc_run import DvcError
 from rankclip.run_lock import OutputDirBusyError
 
 
@@ -127,8 +128,36 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--url", required=True)
     fetch.add_argument("--out", type=Path, required=True)
     fetch.add_argument("--sha256", default=None, help="expected hex digest (recommended)")
+    track = data.add_parser("track", help="DVC-track downloads (dvc add), each pointer naming its source URL")
+    track.add_argument(
+        "--source", action="append", required=True, metavar="PATH=URL", help="a downloaded file or folder"
+    )
+    track.add_argument("--directory", type=Path, default=Path("."), help="the DVC repository's root")
     _add_eval_set_parsers(data)
+    _add_cache_parser(commands)
     return parser
+
+
+def _add_cache_parser(commands) -> None:
+    """``cache push`` / ``cache pull``: the stage outputs of record through DVC (rankclip/cache.py)."""
+    cache = commands.add_parser("cache", help="push or pull the stage outputs of record (DVC)")
+    actions = cache.add_subparsers(dest="cache_command", required=True)
+    for name, text in (
+        ("push", "dvc add + dvc push the runs, results, embeddings, subsets and Fig. 7's retrieval set"),
+        ("pull", "dvc pull them into a fresh clone, with one mtime, so snakemake reruns only the report"),
+    ):
+        action = actions.add_parser(name, help=text)
+        action.add_argument(
+            "--directory", "-d", type=Path, default=Path("."), help="the workflow's working dir"
+        )
+        action.add_argument(
+            "--configfile",
+            type=Path,
+            nargs="+",
+            default=[],
+            help="as given to snakemake (over config/config.yaml)",
+        )
+        action.add_argument("--remote", "-r", default=None, help="DVC remote (default: the default remote)")
 
 
 def _add_eval_set_parsers(data) -> None:
@@ -342,6 +371,24 @@ def main(argv: list[str] | None = None) -> int:
             print(download(args.url, args.out, args.sha256))
         elif args.command == "data" and args.data_command in ("eval-set", "eval-fetch", "captions"):
             _run_eval_set_command(args)
+        elif args.command == "data" and args.data_command == "track":
+            from rankclip.data.track import track_downloads
+
+            for pointer in track_downloads(_pairs(args.source, "--source"), args.directory):
+                print(pointer)
+        elif args.command == "cache":
+            from rankclip import cache
+
+            run = cache.push if args.cache_command == "push" else cache.pull
+            paths = run(args.directory, args.configfile, remote=args.remote)
+            if args.cache_command == "push":
+                print("pointer files to commit: git add " + " ".join(map(str, paths)) + " && git commit")
+            else:
+                print(
+                    "restored "
+                    + ", ".join(map(str, paths))
+                    + "; now: snakemake --cores all (same --configfile)"
+                )
         elif args.command == "data" and args.data_command == "web":
             from rankclip.data.web import shards_from_url_list
 
@@ -358,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{summary['successes']} of {summary['total']} samples in {summary['train_data']}")
     except (
         ConfigError,
+        DvcError,
         ValueError,
         FileNotFoundError,
         DownloadError,

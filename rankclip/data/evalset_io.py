@@ -27,7 +27,6 @@ import logging
 import os
 import re
 import shutil
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -145,11 +144,10 @@ def file_hashes(path: Path, chunk_size: int = 1 << 20) -> tuple[str, str]:
 
 def mirror_url(resource: Resource, base_url: str | None) -> str:
     """The resource's URL, or ``base_url/<filename>`` when a mirror (or a test server) is given."""
-    if base_url:
-        return f"{base_url.rstrip('/')}/{urllib.parse.quote(resource.filename)}"
-    if resource.url is None:
+    url = resource.source_url(base_url)
+    if url is None:
         raise EvalSetError(f"{resource.filename} has no public URL: pass the file ({resource.note})")
-    return resource.url
+    return url
 
 
 def _check_hashes(path: Path, resource: Resource, sha256: str | None) -> tuple[str, list[str]]:

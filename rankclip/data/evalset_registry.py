@@ -8,6 +8,7 @@ each entry (``evalset_io.spec_from_registry``); ``evalsets.EVAL_SETS`` is the fu
 
 from __future__ import annotations
 
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -31,6 +32,12 @@ class Resource:
     size: int | None = None
     optional: bool = False
     note: str = ""
+
+    def source_url(self, base_url: str | None = None) -> str | None:
+        """Where the file is fetched from: ``base_url/<filename>`` for a mirror, else ``url`` (None: none)."""
+        if base_url:
+            return f"{base_url.rstrip('/')}/{urllib.parse.quote(self.filename)}"
+        return self.url
 
 
 @dataclass(frozen=True)

@@ -84,6 +84,8 @@ def test_paper_dag(workdir):
     assert counts["captions"] == counts["imagenet_val"] == counts["mscoco_karpathy"] == 1
     assert counts["imagenet_shift"] == 4 and counts["linear_probe_set"] == 10
     assert counts["fetch_eval_file"] == 20
+    # one job DVC-tracks the 22 downloads of record (URL list, shards, the 20 files): DVC locks the repo
+    assert counts["track_downloads"] == 1
     # every run: ImageNet, ImageNet-R, COCO; the 6 main runs also V2 x 3, 10 linear probes, the gap;
     # the 2 RN50 runs also the 10 linear probes (Table 4's average)
     assert counts["evaluate"] == counts["train"] * 3 + 6 * 14 + 2 * 10

@@ -1,42 +1,30 @@
 """The demo DAG end to end on the CPU at test scale (.test/config: every rule and job of the demo, on 512
-rendered pairs for one epoch): data -> training -> evaluation -> tables -> notebooks -> report."""
+rendered pairs for one epoch): data -> training -> evaluation -> tables -> notebooks -> report. The run
+itself is conftest.py's session fixture ``demo_run``, shared with test_cache.py."""
 
 from __future__ import annotations
 
-import os
-import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from demo_dag import REPO, job_stats, snakemake_command, workdir_with
 
 from rankclip.eval.results import read_results
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def snakemake(workdir: Path, *args: str) -> list[str]:
-    return [*[sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile")],
-            "--directory", str(workdir), *args]  # fmt: skip
 
 
 def job_counts(workdir: Path) -> dict[str, int]:
     """Jobs per rule of a dry-run in ``workdir`` (its config/config.yaml)."""
     result = subprocess.run(
-        snakemake(workdir, "-n", "--quiet", "rules"), cwd=REPO, capture_output=True, text=True, timeout=300
+        snakemake_command(workdir, "-n", "--quiet", "rules"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    table = result.stdout.split("Job stats:")[1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
-
-
-def workdir_with(config: Path, workdir: Path) -> Path:
-    shutil.copytree(config, workdir / "config")
-    shutil.copytree(REPO / "profiles", workdir / "profiles")
-    return workdir
+    return job_stats(result.stdout)
 
 
 def test_test_config_has_the_demos_dag(tmp_path: Path):
@@ -47,13 +35,9 @@ def test_test_config_has_the_demos_dag(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_demo_workflow_runs_end_to_end(tmp_path: Path):
-    workdir = workdir_with(REPO / ".test" / "config", tmp_path)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    command = snakemake(workdir, "--cores", "2")
-    result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600)
-    assert result.returncode == 0, result.stderr[-5000:]
-
+def test_demo_workflow_runs_end_to_end(demo_run):
+    workdir = demo_run.workdir
+    assert job_stats(demo_run.output)["total"] == 96
     tables = workdir / "results" / "demo" / "tables"
     frame = pd.read_csv(tables / "results.csv")
     results = read_results(sorted((workdir / "results" / "demo" / "eval").rglob("*.json")))
@@ -72,6 +56,6 @@ def test_demo_workflow_runs_end_to_end(tmp_path: Path):
     assert 'id="protocol"' in report and "Fig. 7" in report
 
     again = subprocess.run(
-        [*command, "-n"], cwd=workdir, env=env, capture_output=True, text=True, timeout=600
+        [*demo_run.command, "-n"], cwd=workdir, env=demo_run.env, capture_output=True, text=True, timeout=600
     )
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

@@ -167,6 +167,7 @@ rule fetch_eval_file:
         LOGS / "data" / "fetch" / "{eval_set}" / "{filename}.log",
     wildcard_constraints:
         eval_set=eval_set_names("imagenet", "coco", "linear_probe"),
+        filename=r"[^/]+(?<!\.dvc)",  # FILE.dvc is track_downloads' pointer of FILE
     retries: 3
     localrule: True
     conda:
@@ -177,6 +178,23 @@ rule fetch_eval_file:
     shell:
         "rankclip data eval-fetch {wildcards.eval_set} --file {wildcards.filename} "
         "--downloads {params.downloads} {params.flags} --no-progress > {log} 2>&1"
+
+
+rule track_downloads:
+    """DVC-track every download of record (one `dvc add`: DVC locks the repository), its URL in the pointer."""
+    input:
+        track_inputs(),
+    output:
+        download_pointers(),
+    log:
+        LOGS / "data" / "track_downloads.log",
+    localrule: True
+    conda:
+        "../../envs/data.yaml"
+    params:
+        sources=" ".join(f"--source '{path}={url}'" for path, url in downloads_of_record().items()),
+    shell:
+        "rankclip data track {params.sources} > {log} 2>&1"
 
 
 rule imagenet_val:

@@ -1,5 +1,6 @@
 # Helpers of data.smk: ALIP's caption stage and the evaluation sets' downloads and flags.
 from rankclip.data.evalset_registry import REGISTRY as EVAL_SETS
+from rankclip.data.track import pointer_path
 
 EVAL_DATA = DATA / "eval"
 DOWNLOADS = DATA / "downloads"
@@ -69,3 +70,39 @@ def imagenet_sources():
     elif imagenet.get("devkit"):
         flags.append(f"--archive {imagenet['devkit']}")
     return " ".join(flags)
+
+
+def used_datasets():
+    """The evaluation datasets some benchmark of the config runs on."""
+    evals = config["eval"]
+    pairs = [*evals["every_run"], *evals["main_runs"], *evals.get("backbone_runs", [])]
+    return list(dict.fromkeys(pair.split(":")[1] for pair in pairs))
+
+
+def downloads_of_record():
+    """Every file or folder the DAG downloads -> the URL it came from: the web corpus' URL list and its
+    shards (img2dataset's download of that list), and each evaluation set's verified source files; {} when
+    nothing is downloaded (the demo). Rule track_downloads DVC-tracks them."""
+    sources = {}
+    if config["data"]["source"] == "web":
+        web = config["data"]["web"]
+        sources[web["url_list"]] = web["url_list_url"]
+        sources[str(DATA / "web" / "shards")] = web["url_list_url"]
+    base_url = config["data"].get("eval_sets", {}).get("base_url")
+    for name in used_datasets():
+        if name in EVAL_SETS and config["eval"]["datasets"][name] == f"eval/{name}":
+            for resource in EVAL_SETS[name].resources:
+                if resource.url:
+                    sources[str(DOWNLOADS / name / resource.filename)] = resource.source_url(base_url)
+    return sources
+
+
+def track_inputs():
+    """The files whose jobs make the downloads of record: the shards folder is complete with its summary."""
+    shards = str(DATA / "web" / "shards")
+    return [str(Path(path) / "summary.json") if path == shards else path for path in downloads_of_record()]
+
+
+def download_pointers():
+    """The DVC pointer files rule track_downloads writes, one beside each download of record."""
+    return [str(pointer_path(path)) for path in downloads_of_record()]
