@@ -31,8 +31,6 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
-
 from rankclip.config import ALL_PAIRS
 
 __all__ = [
@@ -169,6 +167,8 @@ def make_subset(index: Mapping[str, list[str]], size: SubsetSize, seed: int) -> 
         raise ValueError(f"subset size must be a positive integer or {ALL_PAIRS!r}, got {size!r}")
     if size > len(pairs):
         raise ValueError(f"subset size {size} is larger than the {len(pairs)} samples available")
+    import numpy as np  # here, not at import: the workflow reads manifest sizes while parsing
+
     order = np.random.default_rng(seed).permutation(len(pairs))[:size]
     chosen: dict[str, set[str]] = {shard: set() for shard in index}
     for position in order.tolist():
