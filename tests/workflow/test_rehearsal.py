@@ -23,6 +23,7 @@ import webdataset as wds
 import yaml
 from http_server import serve_directory
 from rehearsal_mirror import NUM_PAIRS, OVERSIZED, build_mirror, write_url_list
+from test_slurm import ACCOUNT, PARTITION, slurm  # noqa: F401 (slurm: the single-node SLURM fixture)
 
 from rankclip.data.evalset_registry import REGISTRY
 from rankclip.eval.datasets import WdsSplit, dataset_type
@@ -46,21 +47,30 @@ DATA_RULES = {
 SIZES = [64, 128, 192, 256]
 
 
-def snakemake(workdir: Path, *args: str) -> list[str]:
+def snakemake(workdir: Path, *args: str, configs=CONFIGS) -> list[str]:
     """A Snakemake command on the rehearsal configs (targets go in ``args``, before --configfile)."""
     return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "workflow" / "Snakefile"),
-            "--directory", str(workdir), *args, "--configfile", *CONFIGS]  # fmt: skip
+            "--directory", str(workdir), *args, "--configfile", *configs]  # fmt: skip
 
 
-def run(workdir: Path, *args: str, timeout: int) -> tuple[subprocess.CompletedProcess, float]:
+def run(
+    workdir: Path, *args: str, timeout: int, env: dict[str, str] | None = None, configs=CONFIGS
+) -> tuple[subprocess.CompletedProcess, float]:
+    """Run Snakemake in ``workdir`` (on the rehearsal configs); return the process and its wall seconds."""
     env = {
         **os.environ,
+        **(env or {}),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "PYTHONPATH": str(REPO),
     }
     start = time.monotonic()
     result = subprocess.run(
-        snakemake(workdir, *args), cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
+        snakemake(workdir, *args, configs=configs),
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return result, time.monotonic() - start
 
@@ -85,6 +95,13 @@ def job_stats(stdout: str) -> dict[str, int]:
         for parts in (line.split() for line in table.splitlines())
         if len(parts) == 2 and parts[1].isdigit()
     }
+
+
+def paper_rules(workdir: Path) -> set[str]:
+    """The rules of config/paper.yaml's own DAG (a dry-run), the ones the rehearsal must all run."""
+    result, _ = run(workdir, "-n", "--quiet", "rules", timeout=300, configs=["config/paper.yaml"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(job_stats(result.stdout)) - {"total"}
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +140,7 @@ def test_data_rules(workdir, mirror, record_property):
     planned = job_stats(result.stdout + result.stderr)
     print("jobs per rule:", planned)
     assert set(planned) - {"total"} == DATA_RULES
+    assert paper_rules(workdir) - {"train", "evaluate", "tables", "notebook", "report", "all"} == DATA_RULES
     downloadable = [r for spec in REGISTRY.values() for r in spec.resources if r.url]
     assert planned["fetch_eval_file"] == len(downloadable) == 20
     made = summary_rules(workdir, targets)
@@ -165,9 +183,68 @@ def test_whole_dag(workdir, mirror, record_property):
     record_property("whole_dag_wall_s", round(seconds))
     print(f"whole rehearsal DAG: {seconds:.0f} s wall")
     assert result.returncode == 0, result.stderr[-5000:]
-    dry, _ = run(workdir, "-n", "--quiet", "rules", "--forceall", timeout=300)
-    paper_rules = set(job_stats(dry.stdout)) - {"total"}
     made = summary_rules(workdir, [])
-    assert paper_rules - {"all"} <= set(made), paper_rules - set(made)
+    print("outputs per rule:", made)
+    missing = paper_rules(workdir) - {"all"} - set(made)  # `all` has no output of its own
+    assert not missing, missing
     report = workdir / "results" / "rehearsal" / "report.html"
     assert report.is_file() and "<table" in report.read_text()
+
+
+# One job of every data rule besides table1's own (which needs the URL list, the shards, the captions, a
+# subset, ImageNet val, COCO and their downloads): an ImageNet shift set and a linear-probe set.
+SLURM_EXTRA = [
+    str(DATA / "eval" / "imagenet_r" / "dataset_type.txt"),
+    str(DATA / "eval" / "cifar10" / "dataset_type.txt"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("slurm")
+def test_slurm_table1_and_every_data_rule(mirror, tmp_path, record_property):
+    """config/rehearsal.yaml's table1 target plus one job of every data rule through profiles/slurm on the
+    single-node SLURM (tests/workflow/test_slurm.py): the non-local rules become SLURM jobs, and SLURM holds
+    each with the rehearsal's resources and no GPU (the rehearsal's gpu: 0; the paper's GPU options are
+    test_submission.py's)."""
+    mirror, server = mirror
+    workdir = tmp_path / "slurm"
+    workdir.mkdir()
+    subprocess.run(["cp", "-r", str(REPO / "config"), str(REPO / "profiles"), str(workdir)], check=True)
+    (workdir / "config" / "mirror.yaml").write_text(yaml.safe_dump(mirror.config(server.url(""))))
+    profile = ["--workflow-profile", str(workdir / "profiles" / "slurm"), "--slurm-status-command",
+               "squeue", "--slurm-init-seconds-before-status-checks", "1",
+               "--seconds-between-status-checks", "2"]  # fmt: skip
+    # The single node has 2 CPUs: jobs asking for more (img2dataset's 16, the captioner's 8 threads) would
+    # never be scheduled. The CLI's --set-resources replaces the profile's whole list: train's is repeated.
+    profile += ["--set-threads", "web_shards=2", "captions=2", "--set-resources",
+                "web_shards:cpus_per_task=2", "web_shards:runtime=60", "captions:mem_mb=4000",
+                "train:tasks_per_gpu=0", "train:nodes=1"]  # fmt: skip
+    account = {"SBATCH_ACCOUNT": ACCOUNT, "SBATCH_PARTITION": PARTITION}
+    result, seconds = run(workdir, "table1", *SLURM_EXTRA, *profile, timeout=1500, env=account)
+    record_property("slurm_wall_s", round(seconds))
+    print(f"SLURM rehearsal (table1 + one job of every data rule): {seconds:.0f} s wall")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    planned = job_stats(output)
+    print("jobs per rule:", planned)
+    assert set(planned) >= DATA_RULES and {"train", "evaluate", "table1"} <= set(planned)
+    assert planned["train"] == 6  # Table 1: the six methods' main runs
+
+    logs = sorted((workdir / "logs" / "slurm").rglob("*.log"))
+    submitted = {log.relative_to(workdir / "logs" / "slurm").parts[0] for log in logs}
+    local = {"fetch_url_list", "fetch_eval_file", "table1"}  # localrule: True
+    expected = {f"rule_{rule}" for rule in set(planned) - local - {"total", "evaluate"}} | {
+        "group_eval_evaluate"
+    }
+    assert submitted == expected, (submitted, expected)
+    job_ids = [log.stem for log in logs]
+    fields = subprocess.run(
+        ["squeue", "--states=all", "--noheader", "--format=%i|%T|%C|%b", "--jobs", ",".join(job_ids)],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    jobs = {f.split("|")[0]: f.split("|")[1:] for f in fields}
+    assert set(jobs) == set(job_ids)
+    for job_id, (state, cpus, gres) in jobs.items():
+        assert state == "COMPLETED" and "gpu" not in gres, (job_id, state, gres)
+        assert int(cpus) >= 1
+    assert (workdir / "results" / "rehearsal" / "targets" / "table1" / "table1.md").is_file()
