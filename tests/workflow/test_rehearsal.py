@@ -130,6 +130,20 @@ def data_targets() -> list[str]:
     return [str(DATA / "web" / "captioned" / "captions.json"), *sets, *subsets]
 
 
+def test_rehearsal_dag_has_every_rule_of_the_paper_dag(tmp_path):
+    """A dry-run: the rehearsal's DAG holds every rule of the paper's, as many evaluation-set jobs, and the
+    same analyses cut down (lambda grids of two points: one extra run each; Fig. 4 with three sizes)."""
+    subprocess.run(["cp", "-r", str(REPO / "config"), str(REPO / "profiles"), str(tmp_path)], check=True)
+    result, _ = run(tmp_path, "-n", "--quiet", "rules", timeout=300, configs=CONFIGS[:2])
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_stats(result.stdout)
+    assert set(counts) - {"total"} == paper_rules(tmp_path)
+    paper, _ = run(tmp_path, "-n", "--quiet", "rules", timeout=300, configs=CONFIGS[:1])
+    for rule in ("fetch_eval_file", "imagenet_shift", "linear_probe_set", "notebook"):
+        assert counts[rule] == job_stats(paper.stdout)[rule], rule
+    assert counts["train"] == 6 + 2 + 3 * 2 + 1 + 1 and counts["subset"] == 4
+
+
 def test_data_rules(workdir, mirror, record_property):
     mirror, server = mirror
     targets = data_targets()
