@@ -178,6 +178,13 @@ def _add_eval_set_parsers(data) -> None:
         parser.add_argument(
             "--sha256", action="append", default=[], metavar="FILE=HEX", help="pin or override a file's hash"
         )
+        parser.add_argument(
+            "--md5",
+            action="append",
+            default=[],
+            metavar="FILE=HEX",
+            help="replace torchvision's published md5 of a file (a mirror of other files; logged)",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
     evalset = data.add_parser("eval-set", help="fetch, verify and convert an evaluation set (wds layout)")
@@ -243,6 +250,7 @@ def _run_eval_set_command(args: argparse.Namespace) -> None:
             downloads=args.downloads,
             base_url=args.base_url,
             sha256=_pairs(args.sha256, "--sha256"),
+            md5=_pairs(args.md5, "--md5"),
             labels=args.labels,
             shard_size=args.shard_size,
             check_counts=not args.no_check_counts,
@@ -261,6 +269,7 @@ def _run_eval_set_command(args: argparse.Namespace) -> None:
             archives=args.archive,
             base_url=args.base_url,
             sha256=_pairs(args.sha256, "--sha256"),
+            md5=_pairs(args.md5, "--md5"),
             only=args.file,
             progress=not args.no_progress,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fabricated import write_tiny_blip
 from PIL import Image
 
 from rankclip.cli import main
@@ -142,54 +143,7 @@ def test_bad_arguments(shards, caption_file, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_blip(tmp_path_factory) -> Path:
-    """A randomly initialised BLIP captioning model + processor saved to a folder (a few MB)."""
-    from transformers import (
-        BertTokenizer,
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipImageProcessor,
-        BlipProcessor,
-    )
-
-    folder = tmp_path_factory.mktemp("tiny-blip")
-    words = [
-        "[PAD]",
-        "[UNK]",
-        "[CLS]",
-        "[SEP]",
-        "[MASK]",
-        "a",
-        "photo",
-        "of",
-        "red",
-        "cat",
-        "on",
-        "the",
-        "dog",
-    ]
-    (folder / "vocab.txt").write_text("\n".join(words) + "\n")
-    tokenizer = BertTokenizer(str(folder / "vocab.txt"))
-    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
-    processor = BlipProcessor(
-        image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer
-    )
-    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
-    config = BlipConfig(
-        text_config=small
-        | {
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 64,
-            "bos_token_id": tokenizer.bos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-            "sep_token_id": tokenizer.sep_token_id,
-        },
-        vision_config=small | {"image_size": 32, "patch_size": 8},
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    BlipForConditionalGeneration(config).save_pretrained(folder)
-    processor.save_pretrained(folder)
-    return folder
+    return write_tiny_blip(tmp_path_factory.mktemp("tiny-blip"))
 
 
 def test_captions_from_a_model_folder(shards, tiny_blip, tmp_path):

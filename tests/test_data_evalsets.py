@@ -3,18 +3,14 @@ family modules), on tiny archives fabricated here in the real formats, served fr
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import tarfile
-import zipfile
 from pathlib import Path
 
-import numpy as np
+import fabricated
 import pytest
-import scipy.io
+from fabricated import add_bytes, coco_name, jpeg, sha256, write_imagenet_r, write_imagenet_val
 from http_server import serve_directory
-from PIL import Image
 
 from rankclip.cli import main
 from rankclip.data import imagenet
@@ -26,22 +22,6 @@ from rankclip.eval.datasets import WdsSplit, dataset_type, read_classnames, read
 from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES
 
 QUIET = {"progress": False, "retries": 0}
-
-
-def jpeg(colour: tuple[int, int, int], size=(12, 10)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, colour).save(buffer, format="JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
 
 
 def read_split(folder: Path, split: str = "test") -> tuple[WdsSplit, list[bytes]]:
@@ -63,28 +43,7 @@ VAL_LABELS = {1: 0, 2: 999, 3: 65, 4: 0, 5: 417, 6: 500}  # image number -> clas
 @pytest.fixture(scope="module")
 def imagenet_files(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("imagenet")
-    images = {n: jpeg((n * 40 % 256, 10, 200)) for n in VAL_LABELS}
-    val = root / "ILSVRC2012_img_val.tar"
-    with tarfile.open(val, "w") as tar:
-        for n in (3, 1, 2, 6, 5, 4):  # archive order is not image order
-            add_bytes(tar, f"ILSVRC2012_val_{n:08d}.JPEG", images[n])
-    # The devkit's ILSVRC2012 ids are not the sorted-wnid order: id i+1 -> wnid 999-i, plus superclasses.
-    rows = [(1000 - index, wnid, f"words {index}", "gloss", 0) for index, wnid in enumerate(IMAGENET_WNIDS)]
-    rows += [(1001, "n00001740", "entity", "gloss", 3), (1002, "n00002137", "abstraction", "gloss", 2)]
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "wordnet_height", "num_train_images"]
-    synsets = np.zeros((len(rows), 1), dtype=[(f, "O") for f in fields])
-    for i, (ilsvrc_id, wnid, words, gloss, children) in enumerate(rows):
-        synsets[i, 0] = (ilsvrc_id, wnid, words, gloss, children, 0, 0)
-    meta = io.BytesIO()
-    scipy.io.savemat(meta, {"synsets": synsets})
-    truth = "".join(f"{1000 - VAL_LABELS[n]}\n" for n in sorted(VAL_LABELS))
-    devkit = root / "ILSVRC2012_devkit_t12.tar.gz"
-    with tarfile.open(devkit, "w:gz") as tar:
-        add_bytes(tar, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
-        add_bytes(tar, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt", truth.encode())
-        add_bytes(tar, "ILSVRC2012_devkit_t12/COPYING", b"devkit\n")
-    pins = {val.name: sha256(val), devkit.name: sha256(devkit)}
-    return {"val": val, "devkit": devkit, "images": images, "pins": pins, "root": root}
+    return write_imagenet_val(root, VAL_LABELS) | {"root": root}
 
 
 def make_imagenet(files, out, **kwargs):
@@ -175,11 +134,7 @@ def write_imagenetv2(site: Path) -> dict[str, tuple[int, bytes]]:
         "999/bbb": (999, jpeg((0, 255, 0))),
         "7/ccc": (7, jpeg((0, 0, 9))),
     }
-    top = "imagenetv2-matched-frequency-format-val"
-    with tarfile.open(site / "imagenetv2-matched-frequency.tar.gz", "w:gz") as tar:
-        for name, (_, data) in contents.items():
-            add_bytes(tar, f"{top}/{name}.jpeg", data)
-        add_bytes(tar, f"{top}/.DS_Store", b"junk")
+    fabricated.write_imagenetv2(site, "matched-frequency", contents)
     return contents
 
 
@@ -264,16 +219,6 @@ def test_imagenetv2_rejects_a_bad_layout(site, tmp_path):
         )
 
 
-def write_imagenet_r(path: Path, wnids) -> list[bytes]:
-    images = []
-    with tarfile.open(path, "w") as tar:
-        add_bytes(tar, "imagenet-r/README.txt", b"ImageNet-R\n")
-        for i, wnid in enumerate(wnids):
-            images.append(jpeg((i * 50 % 256, 0, 0)))
-            add_bytes(tar, f"imagenet-r/{wnid}/art_{i}.jpg", images[-1])
-    return images
-
-
 def test_imagenet_r_keeps_1000_class_labels_and_ships_the_subset(tmp_path):
     wnids = ["n01443537", "n12267677", "n01443537"]  # classes 1, 988, 1 of ImageNet-1K
     archive = tmp_path / "imagenet-r.tar"
@@ -308,46 +253,8 @@ def test_imagenet_r_keeps_1000_class_labels_and_ships_the_subset(tmp_path):
 
 # --------------------------------------------------------------------------------------------- COCO
 def write_coco(site: Path, captions_for_third=7) -> dict:
-    images = {
-        "COCO_val2014_000000000042.jpg": jpeg((1, 2, 3)),
-        "COCO_val2014_000000000073.jpg": jpeg((4, 5, 6)),
-        "COCO_val2014_000000000074.jpg": jpeg((7, 8, 9)),
-        "COCO_val2014_000000000999.jpg": jpeg((9, 9, 9)),
-    }
-    with zipfile.ZipFile(site / "val2014.zip", "w") as archive:
-        archive.writestr("val2014/", b"")
-        for name, data in images.items():
-            archive.writestr(f"val2014/{name}", data)
-
-    def entry(imgid, name, split, count):
-        sentences = [
-            {"raw": f" Caption {j} of\n{name}. ", "tokens": [], "imgid": imgid} for j in range(count)
-        ]
-        cocoid = int(name.rsplit("_", 1)[1].split(".")[0])
-        return {
-            "filepath": "val2014",
-            "filename": name,
-            "imgid": imgid,
-            "split": split,
-            "sentences": sentences,
-            "cocoid": cocoid,
-            "sentids": list(range(count)),
-        }
-
-    names = list(images)
-    data = {
-        "dataset": "coco",
-        "images": [
-            entry(0, names[0], "test", 5),
-            entry(1, names[3], "val", 5),
-            entry(2, names[1], "test", 6),
-            entry(3, names[2], "test", captions_for_third),
-        ],
-    }
-    with zipfile.ZipFile(site / "caption_datasets.zip", "w") as archive:
-        archive.writestr("dataset_coco.json", json.dumps(data))
-        archive.writestr("dataset_flickr8k.json", "{}")
-    return images
+    entries = [(42, "test", 5), (999, "val", 5), (73, "test", 6), (74, "test", captions_for_third)]
+    return fabricated.write_coco(site, [(coco_name(number), split, n) for number, split, n in entries])
 
 
 def coco_pins(site: Path) -> dict[str, str]:

@@ -8,13 +8,12 @@ import dataclasses
 import hashlib
 import inspect
 import io
-import pickle
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torchvision.datasets
+from fabricated import CIFAR_NAMES, md5, write_cifar10, write_renderedsst2
 from http_server import serve_directory
 from PIL import Image
 
@@ -23,42 +22,11 @@ from rankclip.data.download import ChecksumError
 from rankclip.data.evalsets import EVAL_SETS, make_eval_set
 from rankclip.eval.datasets import WdsSplit, dataset_type, read_classnames
 
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TRAIN_PER_BATCH, NUM_TEST = 3, 4
 
 
-def md5(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
 def cifar_tarball(site: Path) -> tuple[Path, dict, dict]:
-    """cifar-10-python.tar.gz as published (pickled batches of 3072-byte rows, batches.meta); tiny."""
-    rng = np.random.default_rng(0)
-    members, pixels = {}, {"train": [], "test": []}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        count = NUM_TEST if name == "test_batch" else TRAIN_PER_BATCH
-        data = rng.integers(0, 256, size=(count, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=count).tolist()
-        batch = {
-            "batch_label": name,
-            "labels": labels,
-            "data": data,
-            "filenames": [f"{name}_{i}.png" for i in range(count)],
-        }
-        members[name] = pickle.dumps(batch, protocol=2)
-        split = "test" if name == "test_batch" else "train"
-        pixels[split] += [
-            (row.reshape(3, 32, 32).transpose(1, 2, 0), label)
-            for row, label in zip(data, labels, strict=True)
-        ]
-    members["batches.meta"] = pickle.dumps({"label_names": CIFAR_NAMES, "num_cases_per_batch": 3}, protocol=2)
-    path = site / "cifar-10-python.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path, {name: md5(data) for name, data in members.items()}, pixels
+    return write_cifar10(site, TRAIN_PER_BATCH, NUM_TEST)
 
 
 @pytest.fixture
@@ -212,18 +180,7 @@ def test_renderedsst2_unpinned_md5_checked_files_kept_as_published(tmp_path, mon
     one file without a published sha256 is accepted on torchvision's md5 with its sha256 logged."""
     site = tmp_path / "site"
     site.mkdir()
-    pngs = {}
-    with tarfile.open(site / "rendered-sst2.tgz", "w:gz") as tar:
-        for folder, count in (("train", 3), ("valid", 2), ("test", 2)):
-            for i in range(count):
-                label = ("negative", "positive")[i % 2]
-                buffer = io.BytesIO()
-                Image.new("RGB", (20, 8), (i * 60, 0, 0)).save(buffer, format="PNG")
-                name = f"rendered-sst2/{folder}/{label}/{i}.png"
-                pngs[name] = buffer.getvalue()
-                info = tarfile.TarInfo(name)
-                info.size = len(pngs[name])
-                tar.addfile(info, io.BytesIO(pngs[name]))
+    pngs = write_renderedsst2(site)
     archive = (site / "rendered-sst2.tgz").read_bytes()
     monkeypatch.setattr(torchvision.datasets.RenderedSST2, "_MD5", md5(archive))
     spec = EVAL_SETS["renderedsst2"]
@@ -254,3 +211,68 @@ def test_renderedsst2_unpinned_md5_checked_files_kept_as_published(tmp_path, mon
             stored.add(stream.read(ref.size))
     expected = {data for name, data in pngs.items() if "/test/" not in name}
     assert stored == expected  # byte for byte
+
+
+@pytest.fixture(scope="module")
+def probe_mirror(tmp_path_factory):
+    """The rehearsal mirror's ten linear-probe archives (tests/rehearsal_mirror.py), served."""
+    from rehearsal_mirror import Mirror, write_linear_probe_sets
+
+    mirror = Mirror(root=tmp_path_factory.mktemp("probe-site"), blip=Path("-"), imagenet={})
+    write_linear_probe_sets(mirror)
+    with serve_directory(mirror.root) as server:
+        yield mirror, server
+
+
+def _files_of(name: str, values: dict[str, str]) -> dict[str, str]:
+    return {r.filename: values[r.filename] for r in EVAL_SETS[name].resources}
+
+
+@pytest.mark.parametrize("name", sorted(linear_probe_sets.SETS))
+def test_each_set_from_its_published_layout_with_the_mirrors_checksums(name, probe_mirror, tmp_path, caplog):
+    """Every torchvision class reads the mirror's archive when the caller names its sha256 and md5; the
+    override is logged and torchvision's own md5 check is back in place afterwards."""
+    mirror, server = probe_mirror
+    check_md5 = torchvision.datasets.utils.check_md5
+    with caplog.at_level("WARNING"):
+        manifest = make_eval_set(
+            name,
+            tmp_path / name,
+            base_url=server.url(""),
+            downloads=tmp_path / "dl",
+            sha256=_files_of(name, mirror.sha256),
+            md5=_files_of(name, mirror.md5),
+            expected_counts=mirror.counts[name],
+            progress=False,
+            retries=0,
+        )
+    assert torchvision.datasets.utils.check_md5 is check_md5
+    assert {split: info["num_samples"] for split, info in manifest["splits"].items()} == mirror.counts[name]
+    assert "torchvision's published md5s replaced" in caplog.text
+    if any(r.md5 for r in EVAL_SETS[name].resources):
+        assert "replaces the published" in caplog.text
+    for split in ("train", "test"):
+        labels = WdsSplit(tmp_path / name, split).labels()
+        assert len(labels) == mirror.counts[name][split] and labels.min() >= 0
+    assert len(read_classnames(tmp_path / name)) == manifest["num_classes"]
+
+
+def test_published_pins_hold_without_an_md5_override(probe_mirror, tmp_path):
+    """The default path: a mirror file with the right sha256 but not the published md5 is refused, by our
+    check before torchvision (and torchvision's own md5 is not touched without an override for every file)."""
+    mirror, server = probe_mirror
+    options = {"base_url": server.url(""), "progress": False, "retries": 0}
+    with pytest.raises(ChecksumError, match="md5 .* expected fff73e5086ae6bdbea199a49dfb8a4c1"):
+        pins = {"sha256": _files_of("dtd", mirror.sha256), "expected_counts": mirror.counts["dtd"]}
+        make_eval_set("dtd", tmp_path / "dtd", downloads=tmp_path / "dl", **pins, **options)
+    with pytest.raises(ChecksumError, match="sha256 mismatch"):
+        make_eval_set("svhn", tmp_path / "svhn", downloads=tmp_path / "dl2", **options)
+    # an md5 override for one of GTSRB's three files: torchvision's published md5s stay for the set
+    spec = EVAL_SETS["gtsrb"]
+    root = linear_probe_sets.torchvision_root(tmp_path)
+    with linear_probe_sets.torchvision_md5_overrides(spec, root, {"GTSRB_Final_Test_GT.zip": "0" * 32}):
+        assert torchvision.datasets.utils.check_md5.__module__ == "torchvision.datasets.utils"
+    with pytest.raises(ValueError, match=r"--md5: cifar10 has no file cifar10.tar.gz"):
+        make_eval_set("cifar10", tmp_path / "c", md5={"cifar10.tar.gz": "0" * 32}, **options)
+    with pytest.raises(ValueError, match=r"--md5 images.tar.gz=abc: not a hex digest"):
+        make_eval_set("pets", tmp_path / "p", md5={"images.tar.gz": "abc"}, **options)

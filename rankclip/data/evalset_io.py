@@ -115,6 +115,7 @@ class ConvertOptions:
     a mapping (split -> count) replaces them (a tiny test archive passes its own); ``check_counts`` False
     skips the check. ``labels``: ImageNet's labels file (instead of the devkit). ``work_dir``: where a
     converter may keep intermediate files (the downloads folder; torchvision extracts its archives there).
+    ``md5``: file name -> md5 the caller put in place of torchvision's published one (already verified).
     """
 
     shard_size: int = 10_000
@@ -123,6 +124,7 @@ class ConvertOptions:
     labels: Path | None = None
     work_dir: Path | None = None
     progress: bool = True
+    md5: Mapping[str, str] = field(default_factory=dict)
 
     def expected(self, spec: EvalSetSpec, split: str) -> int | None:
         if not self.check_counts:

@@ -16,8 +16,10 @@ counts, shards), the options. See ``evalset_io`` for the layout and the verifica
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,9 +35,12 @@ from rankclip.data.evalset_io import (
 )
 from rankclip.data.shards import check_int, write_atomic_text
 
-__all__ = ["EVAL_SETS", "fetch_eval_files", "get_spec", "make_eval_set"]
+__all__ = ["EVAL_SETS", "check_overrides", "fetch_eval_files", "get_spec", "make_eval_set"]
 
 log = logging.getLogger(__name__)
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_MD5 = re.compile(r"[0-9a-f]{32}")
 
 EVAL_SETS: dict[str, EvalSetSpec] = {**imagenet.SETS, **coco.SETS, **linear_probe_sets.SETS}
 
@@ -65,6 +70,31 @@ def _archives_by_file(spec: EvalSetSpec, archives) -> dict[str, Path]:
     return mapped
 
 
+def check_overrides(spec: EvalSetSpec, sha256: Mapping[str, str], md5: Mapping[str, str]) -> None:
+    """Check the config's checksum overrides name files of ``spec``; log each that replaces a published one.
+
+    A published pin is only ever replaced by a hash the caller names for that file (``--sha256``/``--md5``,
+    the workflow's ``data.eval_sets.sha256``/``md5``); without one the published checksums are enforced.
+    """
+    files = {r.filename: r for r in spec.resources}
+    for flag, values, pattern in (("--sha256", sha256, _SHA256), ("--md5", md5, _MD5)):
+        unknown = set(values) - set(files)
+        if unknown:
+            raise EvalSetError(f"{flag}: {spec.name} has no file {', '.join(sorted(unknown))}")
+        for filename, value in values.items():
+            if not pattern.fullmatch(str(value).strip().lower()):
+                raise EvalSetError(f"{flag} {filename}={value}: not a hex digest of the right length")
+            published = getattr(files[filename], flag.lstrip("-"))
+            if published is not None and published != str(value).strip().lower():
+                log.warning(
+                    "%s: %s %s replaces the published %s (given by the caller or config)",
+                    filename,
+                    flag.lstrip("-"),
+                    value,
+                    published,
+                )
+
+
 def fetch_eval_files(
     name: str,
     downloads: Path,
@@ -72,6 +102,7 @@ def fetch_eval_files(
     archives=(),
     base_url: str | None = None,
     sha256: Mapping[str, str] | None = None,
+    md5: Mapping[str, str] | None = None,
     only: str | None = None,
     retries: int = 3,
     progress: bool = True,
@@ -80,14 +111,14 @@ def fetch_eval_files(
 
     ``archives``: files the user has (``PATH`` or ``FILE=PATH``), used instead of a download.
     ``base_url``: a mirror holding the files by name. ``sha256``: file name -> hash, pins or overrides.
-    ``only``: fetch just this file (the workflow's download rule fetches file by file).
+    ``md5``: file name -> md5 replacing torchvision's published one (``check_overrides``; a mirror of
+    other files, such as the rehearsal's). ``only``: fetch just this file (the download rule's way).
     """
     spec = get_spec(name)
     given = _archives_by_file(spec, archives)
     pins = dict(sha256 or {})
-    unknown = set(pins) - {r.filename for r in spec.resources}
-    if unknown:
-        raise EvalSetError(f"--sha256: {spec.name} has no file {', '.join(sorted(unknown))}")
+    md5s = dict(md5 or {})
+    check_overrides(spec, pins, md5s)
     if only is not None and only not in {r.filename for r in spec.resources}:
         names = ", ".join(r.filename for r in spec.resources)
         raise EvalSetError(f"{spec.name} has no file {only!r}: {names}")
@@ -98,6 +129,8 @@ def fetch_eval_files(
             continue
         if resource.optional and resource.url is None and resource.filename not in given:
             continue
+        if resource.filename in md5s:
+            resource = dataclasses.replace(resource, md5=md5s[resource.filename].lower())
         path, record = fetch_resource(
             resource,
             Path(downloads),
@@ -120,6 +153,7 @@ def make_eval_set(
     downloads: Path | None = None,
     base_url: str | None = None,
     sha256: Mapping[str, str] | None = None,
+    md5: Mapping[str, str] | None = None,
     labels: Path | None = None,
     shard_size: int = 10_000,
     check_counts: bool = True,
@@ -132,7 +166,8 @@ def make_eval_set(
     ``downloads`` (default ``<out_dir's parent>/downloads/<name>``) keeps the downloaded files (and
     torchvision's extracted ones), so a second call downloads nothing. ``labels``: ImageNet's labels file
     instead of the devkit. ``expected_counts`` (split -> count) replaces the published counts the output
-    is checked against (``check_counts=False``: no check). Everything else: ``fetch_eval_files``.
+    is checked against (``check_counts=False``: no check). ``md5`` also replaces torchvision's own md5
+    checks of those files (``linear_probe_sets``). Everything else: ``fetch_eval_files``.
     """
     spec = get_spec(name)
     check_int("shard_size", shard_size, 1)
@@ -147,6 +182,7 @@ def make_eval_set(
         archives=archives,
         base_url=base_url,
         sha256=sha256,
+        md5=md5,
         retries=retries,
         progress=progress,
     )
@@ -157,6 +193,7 @@ def make_eval_set(
         labels=Path(labels) if labels is not None else None,
         work_dir=downloads,
         progress=progress,
+        md5=dict(md5 or {}),
     )
     with staged_dataset(out) as staging:
         converted = spec.convert(spec, staging, files, options)

@@ -15,13 +15,21 @@ Food101, Rendered SST2) are stored as published, through the classes' ``loader``
 STL10, SVHN) and the classes without a ``loader`` (GTSRB's PPMs, Pets) are encoded as PNG (lossless).
 Class names are torchvision's (``_`` -> space), or CLIP's for GTSRB and SVHN, which torchvision lacks;
 the few prompt templates are CLIP's style (linear probing itself uses no text).
+
+torchvision checks its own published md5s (class attributes and literals). Only when the caller replaces
+the md5 of every file of a set (``make_eval_set(md5=...)``, the workflow's ``data.eval_sets.md5``: a
+mirror of other files, such as the rehearsal's) are torchvision's checks of that set redirected, for the
+conversion only and logged: each placed file against the caller's md5, and the files torchvision
+extracted from those verified archives (CIFAR's and STL10's batches) accepted as extracted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +44,7 @@ from rankclip.data.evalset_io import (
     write_split,
 )
 
-__all__ = ["SETS", "torchvision_root"]
+__all__ = ["SETS", "torchvision_md5_overrides", "torchvision_root"]
 
 log = logging.getLogger(__name__)
 
@@ -145,13 +153,55 @@ def _clean(name: str) -> str:
     return str(name).replace("_", " ").strip()
 
 
-def _convert_torchvision(spec: EvalSetSpec, out: Path, files: dict[str, Path], options) -> dict:
-    import torchvision.datasets
+@contextlib.contextmanager
+def torchvision_md5_overrides(spec: EvalSetSpec, root: Path, md5: Mapping[str, str]) -> Iterator[None]:
+    """While converting ``spec``: torchvision's md5 checks follow ``md5`` when it covers all its files.
 
-    tv: TorchvisionSet = spec.extra["torchvision"]
+    Without overrides for every file of the set nothing is changed (torchvision's published md5s hold).
+    """
+    import torchvision.datasets.utils as tv_utils
+
+    files = {r.filename for r in spec.resources}
+    if not md5 or not files <= set(md5):
+        yield
+        return
+    published = tv_utils.check_md5
+    placed = {Path(spec.extra["torchvision"].placement[f]).name: md5[f].lower() for f in files}
+    root = Path(root).resolve()
+
+    def check_md5(fpath, expected: str, **kwargs) -> bool:
+        path = Path(fpath)
+        if path.name in placed:
+            return tv_utils.calculate_md5(fpath, **kwargs) == placed[path.name]
+        if path.resolve().is_relative_to(root):
+            log.info(
+                "%s: extracted from an archive verified by the given md5; torchvision's not checked", path
+            )
+            return True
+        return published(fpath, expected, **kwargs)
+
+    log.warning(
+        "%s: torchvision's published md5s replaced by the given ones for %s", spec.name, sorted(files)
+    )
+    tv_utils.check_md5 = check_md5
+    try:
+        yield
+    finally:
+        tv_utils.check_md5 = published
+
+
+def _convert_torchvision(spec: EvalSetSpec, out: Path, files: dict[str, Path], options) -> dict:
     if options.work_dir is None:
         raise ValueError("the torchvision sets need options.work_dir (the downloads folder)")
     root = torchvision_root(options.work_dir)
+    with torchvision_md5_overrides(spec, root, options.md5):
+        return _read_torchvision(spec, out, files, options, root)
+
+
+def _read_torchvision(spec: EvalSetSpec, out: Path, files: dict[str, Path], options, root: Path) -> dict:
+    import torchvision.datasets
+
+    tv: TorchvisionSet = spec.extra["torchvision"]
     for filename, placement in tv.placement.items():
         _link(root / placement, files[filename])
     cls = getattr(torchvision.datasets, tv.tv_class)

@@ -212,7 +212,7 @@ rule imagenet_val:
         runtime=180,
     params:
         sources=imagenet_sources(),
-        flags=eval_set_flags("imagenet1k"),
+        flags=eval_convert_flags("imagenet1k"),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=DOWNLOADS / "imagenet1k",
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
@@ -240,7 +240,7 @@ rule imagenet_shift:
         mem_mb=8000,
         runtime=120,
     params:
-        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
+        flags=lambda wildcards: eval_convert_flags(wildcards.eval_set),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
@@ -266,7 +266,7 @@ rule mscoco_karpathy:
         mem_mb=8000,
         runtime=120,
     params:
-        flags=eval_set_flags("mscoco_karpathy"),
+        flags=eval_convert_flags("mscoco_karpathy"),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=DOWNLOADS / "mscoco_karpathy",
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),
@@ -294,7 +294,7 @@ rule linear_probe_set:
         mem_mb=8000,
         runtime=120,
     params:
-        flags=lambda wildcards: eval_set_flags(wildcards.eval_set),
+        flags=lambda wildcards: eval_convert_flags(wildcards.eval_set),
         out_dir=lambda wildcards, output: Path(output[0]).parent,
         downloads=lambda wildcards: DOWNLOADS / wildcards.eval_set,
         shard_size=config["data"].get("eval_sets", {}).get("shard_size", 10000),

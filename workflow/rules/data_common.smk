@@ -53,12 +53,20 @@ def eval_downloads(name):
 
 
 def eval_set_flags(name):
-    """--base-url (a mirror) and --sha256 pins from data.eval_sets for evaluation set `name`."""
+    """--base-url (a mirror), --sha256 pins and --md5 overrides from data.eval_sets for evaluation set `name`."""
     settings = config["data"].get("eval_sets", {})
     files = {r.filename for r in EVAL_SETS[name].resources}
     flags = [f"--base-url '{settings['base_url']}'"] if settings.get("base_url") else []
-    flags += [f"--sha256 {f}={h}" for f, h in settings.get("sha256", {}).items() if f in files]
+    for kind in ("sha256", "md5"):
+        flags += [f"--{kind} {f}={h}" for f, h in settings.get(kind, {}).items() if f in files]
     return " ".join(flags)
+
+
+def eval_convert_flags(name):
+    """eval_set_flags plus --expected-count from data.eval_sets.expected_counts (a miniature mirror)."""
+    counts = config["data"].get("eval_sets", {}).get("expected_counts", {}).get(name, {})
+    flags = [f"--expected-count {split}={count}" for split, count in counts.items()]
+    return " ".join([eval_set_flags(name), *flags])
 
 
 def imagenet_sources():
