@@ -10,8 +10,8 @@ from pathlib import Path
 from rankclip.data.subsets import make_subset, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("demo_dag", REPO / "benchmarks" / "demo_dag.py")
-demo_dag = sys.modules["demo_dag"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+spec = importlib.util.spec_from_file_location("benchmark_demo_dag", REPO / "benchmarks" / "demo_dag.py")
+demo_dag = sys.modules["benchmark_demo_dag"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
 spec.loader.exec_module(demo_dag)
 
 RUN = "clip__rankclip-tiny-vit__n8__lc1.0__li1.0__ls0.03125__s0"

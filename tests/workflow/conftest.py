@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from demo_dag import REPO, DemoRun, snakemake_command, venv_env, workdir_with
+from tiny_dag import REPO, DemoRun, snakemake_command, venv_env, workdir_with
 
 
 @pytest.fixture(scope="session")

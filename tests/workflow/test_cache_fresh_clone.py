@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from demo_dag import REPO, job_stats
 from dvc_env import dvc, dvc_env, git
+from tiny_dag import REPO, job_stats
 
 POINTERS = [
     "results/demo/runs.dvc",

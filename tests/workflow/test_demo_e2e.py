@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from demo_dag import REPO, job_stats, snakemake_command, workdir_with
+from tiny_dag import REPO, job_stats, snakemake_command, workdir_with
 
 from rankclip.eval.results import read_results
 

@@ -33,10 +33,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import write_colour_shards
 from http_server import serve_directory
 from synthetic_results import BACKBONE, DATA_SIZE, write_synthetic_results
 from test_data_captions import tiny_blip, write_web_shards  # noqa: F401  (tiny_blip is a fixture)
+
+from tests.conftest import write_colour_shards
 
 # About 17 minutes on 2 cores (pip installs most of each env's packages afresh): over CI's budget, opt-in.
 pytestmark = [

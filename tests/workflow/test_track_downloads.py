@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from demo_dag import REPO, job_stats
 from dvc_env import dvc, dvc_env, git, init_repository
 from http_server import serve_directory
 from PIL import Image
+from tiny_dag import REPO, job_stats
 
 pytest.importorskip("img2dataset", reason="img2dataset is installed separately (pip install --no-deps)")
 pytestmark = pytest.mark.slow  # ~40 s: img2dataset and DVC processes
