@@ -11,47 +11,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import webdataset as wds
+from dvc_env import dvc, dvc_env, git
 
 pytestmark = pytest.mark.slow  # ~10 s: a dozen DVC and git processes
 
 
 @pytest.fixture
 def env(tmp_path) -> dict[str, str]:
-    dvc_home = tmp_path / "dvc-home"
-    return {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_STUDIO_OFFLINE": "1",
-        "DVC_GLOBAL_CONFIG_DIR": str(dvc_home / "global"),
-        "DVC_SYSTEM_CONFIG_DIR": str(dvc_home / "system"),
-        "DVC_SITE_CACHE_DIR": str(dvc_home / "site-cache"),
-        "GIT_CONFIG_GLOBAL": os.devnull,
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "rankclip tests",
-        "GIT_AUTHOR_EMAIL": "tests@rankclip.invalid",
-        "GIT_COMMITTER_NAME": "rankclip tests",
-        "GIT_COMMITTER_EMAIL": "tests@rankclip.invalid",
-    }
-
-
-def run(command: list[str], cwd: Path, env: dict[str, str]) -> str:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, f"{' '.join(command)} failed in {cwd}:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
-
-
-def dvc(*args: str, cwd: Path, env: dict[str, str]) -> str:
-    return run([sys.executable, "-m", "dvc", *args], cwd, env)
-
-
-def git(*args: str, cwd: Path, env: dict[str, str]) -> str:
-    return run(["git", *args], cwd, env)
+    return dvc_env(tmp_path)
 
 
 def write_shards(out_dir: Path, num_shards: int = 3, per_shard: int = 40) -> None:

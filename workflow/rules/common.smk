@@ -102,7 +102,7 @@ def pairs_in(wildcards, input):
     """The count of training pairs of the job's input `subset` manifest: the number in its name, or for
     `all` the manifest's `size`. Before that manifest is written (a dry-run) `all`: Snakemake evaluates
     params again, inputs present, before it runs a job."""
-    from rankclip.data.subsets import manifest_size  # webdataset: not at parse time
+    from rankclip.data.subsets import manifest_size  # imported when a job asks: parsing stays light
 
     subset = Path(input.subset)
     size = subset.stem.removeprefix("subset-")
