@@ -29,8 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ \d\d:\d\d:\d\d \d{4})\]$")
 START = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$")
@@ -91,20 +89,10 @@ def compute_rate(backbone: str, method: str, batch: int, steps: int) -> float:
 
 
 def merged_config(configfile: Path | None) -> dict:
-    """config/config.yaml with --configfile on top (Snakemake's merge: nested keys replaced, not lists)."""
+    """config/config.yaml with --configfile on top, merged as Snakemake does (rankclip.cache's loader)."""
+    from rankclip.cache import load_workflow_config
 
-    def merge(base: dict, top: dict) -> dict:
-        out = dict(base)
-        for key, value in top.items():
-            out[key] = (
-                merge(base[key], value)
-                if isinstance(value, dict) and isinstance(base.get(key), dict)
-                else value
-            )
-        return out
-
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    return merge(config, yaml.safe_load(configfile.read_text())) if configfile else config
+    return load_workflow_config(REPO, [configfile.resolve()] if configfile else [])
 
 
 def run_dag(directory: Path, configfile: Path | None, cores: str) -> tuple[float, Path]:

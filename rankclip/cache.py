@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from rankclip.data.track import pointer_path
 from rankclip.dvc_run import DvcError, check_dvc_repository, run_dvc
 
 __all__ = ["CacheError", "Record", "load_workflow_config", "outputs_of_record", "pull", "push"]
@@ -42,7 +43,7 @@ class Record:
 
     @property
     def pointer(self) -> Path:
-        return self.path.with_name(self.path.name + ".dvc")
+        return pointer_path(self.path)
 
 
 def _merge(base: dict, update: dict) -> dict:

@@ -25,6 +25,7 @@ from dvc_env import dvc, dvc_env
 from http_server import serve_directory
 from rehearsal_mirror import NUM_PAIRS, OVERSIZED, build_mirror, write_url_list
 from test_slurm import ACCOUNT, PARTITION, slurm  # noqa: F401 (slurm: the single-node SLURM fixture)
+from tiny_dag import job_stats
 
 from rankclip.data.evalset_registry import REGISTRY
 from rankclip.eval.datasets import WdsSplit, dataset_type
@@ -87,16 +88,6 @@ def summary_rules(workdir: Path, targets: list[str]) -> dict[str, int]:
         if len(fields) >= 5 and fields[4] == "ok":
             counts[fields[2]] = counts.get(fields[2], 0) + 1
     return counts
-
-
-def job_stats(stdout: str) -> dict[str, int]:
-    """The 'Job stats' table Snakemake prints before it runs the jobs."""
-    table = stdout.split("Job stats:")[1].split("\n\n")[0]
-    return {
-        parts[0]: int(parts[1])
-        for parts in (line.split() for line in table.splitlines())
-        if len(parts) == 2 and parts[1].isdigit()
-    }
 
 
 def paper_rules(workdir: Path) -> set[str]:
