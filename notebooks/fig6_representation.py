@@ -51,12 +51,19 @@ outputs = report.ReportOutputs(
 
 # %%
 gap = report.modality_gap_table(frame, backbone, data_size, roles.retrieval)
+collapsed = report.collapsed_methods(gap)
 outputs.table(
     gap,
     "fig6_modality_gap",
     "Fig. 6: modality gap and paired cosine similarity",
     "modality_gap: ||mean(I) - mean(T)|| over all normalised embeddings; mean_paired_cosine: mean cosine of "
-    "each caption with its image; centroid norms: ||mean(I)||, ||mean(T)||.",
+    "each caption with its image; centroid norms: ||mean(I)||, ||mean(T)|| (1: every embedding is the same "
+    f"vector). Collapsed (both centroid norms >= {report.COLLAPSE_NORM}): {', '.join(collapsed) or 'none'}. "
+    "A collapsed model scores every image against every caption alike, so its zero-shot and retrieval "
+    "numbers are chance. Why CyCLIP collapses in the demo: README, 'CyCLIP at demo scale' "
+    "(benchmarks/cyclip_collapse.py): the tiny encoders start with nearly identical image features, and "
+    "CyCLIP's in-modal term is smallest when the text features copy that geometry, which removes the "
+    "contrastive signal before CLIP's term can separate the images.",
     decimals=4,
 )
 gap

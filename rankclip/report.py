@@ -785,6 +785,19 @@ def modality_gap_table(frame: pd.DataFrame, backbone: str, data_size: int, datas
     return compare(ours, paper, method_order(ours.index), decimals=4)
 
 
+
+COLLAPSE_NORM = 0.99  # a centroid norm this close to 1: every normalised embedding is about one vector
+
+
+def collapsed_methods(gap: pd.DataFrame, threshold: float = COLLAPSE_NORM) -> list[str]:
+    """The methods of a ``modality_gap_table`` whose image and text embeddings each point one way: both
+    centroid norms ||mean(I)||, ||mean(T)|| >= ``threshold`` (the norm of the mean of unit vectors is 1
+    exactly when they are all equal). Such a model scores every image against every text alike."""
+    ours = gap[gap["source"] == "ours"]
+    both = (ours["image_centroid_norm"] >= threshold) & (ours["text_centroid_norm"] >= threshold)
+    return list(ours.loc[both, "method"])
+
+
 # ------------------------------------------------------------------------------------------ artifacts
 def results_with_paths(results_dir: Path) -> list[tuple[Path, EvalResult]]:
     """(path, result) for every results JSON below ``results_dir`` (artifacts are relative to the path)."""

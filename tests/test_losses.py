@@ -754,3 +754,35 @@ def test_gather_features_single_process():
     assert gathered[0] is image and gathered[1] is text
     with pytest.raises(RuntimeError, match="not initialised"):
         gather_features(image, text, rank=0, world_size=2)
+
+
+def cyclip_authors_form(image, text, logit_scale, lambda_in, lambda_cross):
+    """CyCLIP's loss as its authors' train.py writes it: the Gram matrices scaled by the logit scale s,
+    squared differences averaged over the B x B entries, divided by s^2 and multiplied by B."""
+    batch, s = len(image), logit_scale
+    per_image = s * image @ text.T
+    per_text = per_image.T
+    target = torch.arange(batch)
+    contrastive = (F.cross_entropy(per_image, target) + F.cross_entropy(per_text, target)) / 2
+    inmodal = (s * image @ image.T - s * text @ text.T).square().mean() / (s * s) * batch
+    crossmodal = (per_image - per_text).square().mean() / (s * s) * batch
+    return contrastive + lambda_in * inmodal + lambda_cross * crossmodal
+
+
+@pytest.mark.parametrize(
+    ("batch", "lambda_in", "lambda_cross"), [(1, 0.25, 0.25), (7, 0.25, 0.25), (32, 1.0, 0.0)]
+)
+def test_cyclip_equals_the_authors_form_in_value_and_gradient(batch, lambda_in, lambda_cross):
+    """The demo's CyCLIP collapse (README, 'CyCLIP at demo scale') is not a different loss: ours and the
+    authors' scaled-logit form agree, and so do their gradients (the s^2 cancels: none reaches s)."""
+    ours_in = [unit_features(batch, 16, seed).requires_grad_() for seed in (1, 2)]
+    theirs_in = [x.detach().clone().requires_grad_() for x in ours_in]
+    scale = torch.tensor(14.3, dtype=torch.float64)
+    loss = CyClipLoss(lambda_in=lambda_in, lambda_cross=lambda_cross)
+    ours = loss(*ours_in, scale)[0]
+    theirs = cyclip_authors_form(*theirs_in, scale, lambda_in, lambda_cross)
+    torch.testing.assert_close(ours, theirs, rtol=1e-12, atol=1e-12)
+    ours.backward()
+    theirs.backward()
+    for a, b in zip(ours_in, theirs_in, strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)

@@ -460,3 +460,20 @@ def test_uncertainty_table_pairs_each_method_with_clip_on_the_same_items_and_see
     assert rows.loc["rankclip", "delta vs clip"].startswith("+10.00 [") and rows.loc["rankclip", "excludes 0"]
     low, high = (float(x) for x in rows.loc["rankclip", "95% interval"].strip("[]").split(", "))
     assert low < rows.loc["rankclip", "mean"] < high
+
+
+def test_collapsed_methods_are_those_whose_both_modalities_point_one_way():
+    gap = report.compare(
+        pd.DataFrame(
+            {"image_centroid_norm": [0.995, 0.999, 0.62], "text_centroid_norm": [0.999, 0.55, 0.71]},
+            index=pd.Index(["cyclip", "clip", "rankclip"], name="method"),
+        ),
+        pd.DataFrame(
+            {"image_centroid_norm": [1.0], "text_centroid_norm": [1.0]},  # paper rows never count
+            index=pd.Index(["alip"], name="method"),
+        ),
+        decimals=4,
+    )
+    assert report.collapsed_methods(gap) == ["cyclip"]  # clip: its texts are spread, not collapsed
+    assert report.collapsed_methods(gap, threshold=0.5) == ["cyclip", "clip", "rankclip"]
+    assert report.collapsed_methods(gap, threshold=1.0) == []
