@@ -20,26 +20,28 @@ from pathlib import Path
 __all__ = ["HASH_LENGTH", "STAGE_CODE", "stage_code_hash", "stage_files"]
 
 HASH_LENGTH = 16
-_SHARDS = "rankclip/data/shards.py"
+_SHARDS = ("rankclip/data/shards.py", "rankclip/atomic.py")
+_LAYOUT = "rankclip/data/evalset_layout.py"
 _DOWNLOAD = "rankclip/data/download.py"
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     # data: one entry per kind of data rule (a converter edit reruns its own rule and what consumes it);
     # the web corpus download (days) has none: rerun it by hand (`--forcerun web_shards`)
-    "demo": ("rankclip/data/demo.py", _SHARDS),
-    "emoji": ("rankclip/data/emoji.py", _SHARDS),
-    "fashion_mnist": ("rankclip/data/fashion_mnist.py", _SHARDS),
-    "captions": ("rankclip/data/captions.py", "rankclip/data/loader.py", _SHARDS),
-    "subsets": ("rankclip/data/subsets.py", _SHARDS),
+    "demo": ("rankclip/data/demo.py", _LAYOUT, *_SHARDS),
+    "emoji": ("rankclip/data/emoji.py", _LAYOUT, *_SHARDS),
+    "fashion_mnist": ("rankclip/data/fashion_mnist.py", _LAYOUT, *_SHARDS),
+    "captions": ("rankclip/data/captions.py", "rankclip/data/loader.py", *_SHARDS),
+    "subsets": ("rankclip/data/subsets.py", *_SHARDS),
     "eval_sets": (
         "rankclip/data/evalset_registry.py",
         "rankclip/data/evalsets.py",
         "rankclip/data/evalset_io.py",
+        _LAYOUT,
         "rankclip/data/imagenet.py",
         "rankclip/data/coco.py",
         "rankclip/data/linear_probe_sets.py",
         "rankclip/eval/imagenet.py",
         _DOWNLOAD,
-        _SHARDS,
+        *_SHARDS,
     ),
     # training: the losses, models, loader, training loop and config
     "train": (
@@ -53,7 +55,8 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/distributed.py",
         "rankclip/data/loader.py",
     ),
-    "eval": ("rankclip/eval", "rankclip/optim.py"),  # the linear probe's schedule is training's cosine_lr
+    # the linear probe's schedule is training's cosine_lr; the datasets' file names are the layout's
+    "eval": ("rankclip/eval", "rankclip/optim.py", _LAYOUT),
     # the tables, the notebooks' library (Fig. 7's heatmaps included) and the HTML report (a notebook job's
     # notebook is its input); the report's Protocol table reads TrainConfig's defaults and our model configs
     "report": (

@@ -785,7 +785,6 @@ def modality_gap_table(frame: pd.DataFrame, backbone: str, data_size: int, datas
     return compare(ours, paper, method_order(ours.index), decimals=4)
 
 
-
 COLLAPSE_NORM = 0.99  # a centroid norm this close to 1: every normalised embedding is about one vector
 
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rankclip.data.shards import atomic_tar_writer, check_int, temporary_path, write_atomic_text
+from rankclip.atomic import temporary_path, write_atomic_text
+from rankclip.data.shards import atomic_tar_writer, check_int
 
 __all__ = ["DEFAULT_MODEL", "caption_shards", "read_caption_file", "read_shard_samples"]
 

@@ -4,7 +4,7 @@ Sources (sha256 as TFDS pins them): COCO 2014 validation images ``val2014.zip`` 
 are all in val2014) and Karpathy's ``caption_datasets.zip``, whose ``dataset_coco.json`` lists each image
 (``filepath``, ``filename``, ``split``, ``cocoid``) with its ``sentences`` (``raw`` caption text).
 
-Written (``dataset_type.txt`` = ``retrieval``), in the JSON's order::
+Written as a retrieval set (``evalset_layout``), in the JSON's order::
 
     test/0.tar ...   KEY.jpg (the JPEG as published), KEY.txt (captions, one per line)
 

@@ -10,13 +10,12 @@ words. This graded similarity between samples is what RankCLIP's ranking-consist
 
     manifest.json                     what was written (see ``make_demo``); written last
     train/shard-000000.tar ...        keys: png, txt, syn.txt (second caption, another template), json
-    eval/zeroshot/                    clip_benchmark "wds" classification layout, 64 "colour shape" classes
-        classnames.txt  zeroshot_classification_templates.txt  dataset_type.txt
-        test/0.tar ... test/nshards.txt                       keys: png, cls, json
+    eval/zeroshot/                    classification set, 64 "colour shape" classes; test: png, cls, json
     eval/zeroshot_shift/              same classes, sketch-style rendering (the ImageNet-R analogue)
-    eval/retrieval/                   clip_benchmark retrieval layout: txt holds 5 captions, one per line
-        dataset_type.txt ("retrieval")  test/0.tar ... test/nshards.txt   keys: png, txt, json
+    eval/retrieval/                   retrieval set: txt holds 5 captions, one per line; test: png, txt, json
     eval/linear_probe/                32 "fill shape" classes (a texture task, like DTD), split train/test
+
+each evaluation set in the evaluation-set layout (``evalset_layout``).
 
 Every sample is drawn from its own ``numpy.random.default_rng([seed, split, index])`` stream, so the
 corpus is bit-identical for the same seed (whatever ``shard_size``) and different for another seed.
@@ -34,7 +33,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from rankclip.data.shards import check_int, replace_shards, temporary_path, write_atomic_text
+from rankclip.atomic import temporary_path, write_atomic_text
+from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
+from rankclip.data.shards import check_int, replace_shards
 
 __all__ = [
     "BACKGROUND_WORDS",
@@ -504,14 +505,10 @@ def _write_split(samples, directory: Path, shard_size: int, name_pattern: str, r
 
 
 def _write_wds_split(samples, directory: Path, shard_size: int, root: Path, count: int) -> dict:
-    """A clip_benchmark split: ``{0..n-1}.tar`` plus ``nshards.txt``."""
-    entry = _write_split(samples, directory, shard_size, "{index}.tar", root)
-    write_atomic_text(directory / "nshards.txt", f"{len(entry['shards'])}\n")
+    """A split of an evaluation set: its shards and their count (``evalset_layout``)."""
+    entry = _write_split(samples, directory, shard_size, SHARD_NAME, root)
+    write_shard_count(directory, len(entry["shards"]))
     return {"num_samples": count, **entry}
-
-
-def _lines(items) -> str:
-    return "".join(f"{item}\n" for item in items)
 
 
 def make_demo(
@@ -565,9 +562,7 @@ def make_demo(
             root,
             num_eval,
         )
-        write_atomic_text(directory / "classnames.txt", _lines(ZEROSHOT_CLASSES))
-        write_atomic_text(directory / "zeroshot_classification_templates.txt", _lines(ZEROSHOT_TEMPLATES))
-        write_atomic_text(directory / "dataset_type.txt", "classification\n")
+        write_layout(directory, "classification", classnames=ZEROSHOT_CLASSES, templates=ZEROSHOT_TEMPLATES)
         evaluation[name] = {
             "task": "zeroshot_classification",
             "root": (directory.relative_to(root)).as_posix(),
@@ -586,7 +581,7 @@ def make_demo(
         root,
         num_eval,
     )
-    write_atomic_text(directory / "dataset_type.txt", "retrieval\n")
+    write_layout(directory, "retrieval")
     evaluation["retrieval"] = {
         "task": "zeroshot_retrieval",
         "root": directory.relative_to(root).as_posix(),
@@ -606,8 +601,7 @@ def make_demo(
         )
         for name in ("train", "test")
     }
-    write_atomic_text(directory / "classnames.txt", _lines(LINEAR_PROBE_CLASSES))
-    write_atomic_text(directory / "dataset_type.txt", "classification\n")
+    write_layout(directory, "classification", classnames=LINEAR_PROBE_CLASSES)
     evaluation["linear_probe"] = {
         "task": "linear_probe",
         "root": directory.relative_to(root).as_posix(),

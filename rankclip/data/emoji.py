@@ -23,8 +23,8 @@ on both versions; the manifest records them.
 
     manifest.json                     what was written (see ``make_emoji_corpus``); written last
     train/shard-000000.tar ...        keys: png, txt (CLDR name), syn.txt (second caption), json
-    eval/retrieval/                   clip_benchmark "wds" retrieval layout, txt = 2 captions, one per line
-        dataset_type.txt ("retrieval")  test/0.tar ... test/nshards.txt   keys: png, txt, json
+    eval/retrieval/                   retrieval set (``evalset_layout``): txt = 2 captions, one per line;
+                                      test: png, txt, json
 
 The retrieval set holds out whole *concepts*: an emoji and all its skin-tone variants ("pilot", "pilot:
 dark skin tone", ...) are either all in training or all held out, chosen by a seeded split, so the
@@ -44,7 +44,9 @@ import numpy as np
 import PIL
 from PIL import Image, ImageColor, ImageDraw, ImageFont, features
 
-from rankclip.data.shards import check_int, replace_shards, temporary_path, write_atomic_text
+from rankclip.atomic import temporary_path, write_atomic_text
+from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
+from rankclip.data.shards import check_int, replace_shards
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -463,9 +465,9 @@ def make_emoji_corpus(
 
     train_shards = _write_split(train_samples(), root / "train", shard_size, "shard-{index:06d}.tar", root)
     directory = root / "eval" / "retrieval"
-    test_shards = _write_split(retrieval_samples(), directory / "test", shard_size, "{index}.tar", root)
-    write_atomic_text(directory / "test" / "nshards.txt", f"{len(test_shards)}\n")
-    write_atomic_text(directory / "dataset_type.txt", "retrieval\n")
+    test_shards = _write_split(retrieval_samples(), directory / "test", shard_size, SHARD_NAME, root)
+    write_shard_count(directory / "test", len(test_shards))
+    write_layout(directory, "retrieval")
 
     font_file = Path(font_path) if font_path is not None else FONT_PATH
     manifest = {

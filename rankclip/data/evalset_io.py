@@ -1,15 +1,9 @@
 """What every evaluation-set converter shares: verified source files, a staged output folder, the layout.
 
 A converter (``imagenet.py``, ``coco.py``, ``linear_probe_sets.py``; ``evalsets.py`` holds the registry)
-turns the published archives of one dataset into clip_benchmark's ``wds`` layout, the folder
-``rankclip eval`` reads (docs/results_schema.md, "Datasets read")::
-
-    manifest.json                           what was written, from which files (sha256); written last
-    dataset_type.txt                        classification | retrieval
-    classnames.txt                          one class name per line (classification)
-    zeroshot_classification_templates.txt   prompts, {c} = class name (classification)
-    class_subset.txt                        optional: the class indices zero-shot logits are restricted to
-    <split>/0.tar ... <split>/nshards.txt   webdataset shards: jpg|png + cls (label) or txt (captions)
+turns the published archives of one dataset into the evaluation-set layout (``evalset_layout``), the
+folder ``rankclip eval`` reads (docs/results_schema.md, "Datasets read"), plus ``manifest.json``: what was
+written, from which files (sha256), written last.
 
 Source files (``Resource``) are either given by the user (``archives``: ImageNet has no public URL) or
 downloaded with ``rankclip.data.download`` (resumable ``.part`` files, sha256-verified, atomic rename).
@@ -33,8 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rankclip.data.download import ChecksumError, download
+from rankclip.data.evalset_layout import (
+    LAYOUT_FILES,
+    NSHARDS_FILE,
+    SHARD_NAME,
+    lines,
+    write_layout,
+    write_shard_count,
+)
 from rankclip.data.evalset_registry import REGISTRY, Resource
-from rankclip.data.shards import write_atomic_text, write_shards
+from rankclip.data.shards import write_shards
 
 __all__ = [
     "FORMAT_VERSION",
@@ -57,17 +59,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-DATASET_TYPES = ("classification", "retrieval")
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # What a converter writes into its folder; anything else there is the user's and stops a replacement.
-_OWN_FILES = {
-    "manifest.json",
-    "dataset_type.txt",
-    "classnames.txt",
-    "zeroshot_classification_templates.txt",
-    "class_subset.txt",
-}
-_OWN_SPLIT_FILE = re.compile(r"(\d+\.tar|nshards\.txt|\..*\.tmp)")
+_OWN_FILES = {"manifest.json", *LAYOUT_FILES}
+_OWN_SPLIT_FILE = re.compile(rf"(\d+\.tar|{re.escape(NSHARDS_FILE)}|\..*\.tmp)")
 
 
 class EvalSetError(ValueError):
@@ -288,12 +283,8 @@ def safe_key(text: str) -> str:
     return _KEY_UNSAFE.sub("_", text)
 
 
-def lines(items: Iterable) -> str:
-    return "".join(f"{item}\n" for item in items)
-
-
 def write_split(samples: Iterable[dict], directory: Path, shard_size: int) -> dict:
-    """Write ``0.tar, 1.tar, ...`` and ``nshards.txt``; return the split's manifest record.
+    """Write the split's shards and their count (``evalset_layout``); return its manifest record.
 
     Sample keys must be unique within the split (a duplicate raises ``EvalSetError`` naming it).
     """
@@ -309,10 +300,10 @@ def write_split(samples: Iterable[dict], directory: Path, shard_size: int) -> di
             counter["n"] += 1
             yield sample
 
-    paths = write_shards(checked(), directory, shard_size, "{index}.tar")
+    paths = write_shards(checked(), directory, shard_size, SHARD_NAME)
     if not paths:
         raise EvalSetError(f"split {directory.name!r}: the source holds no samples")
-    write_atomic_text(directory / "nshards.txt", f"{len(paths)}\n")
+    write_shard_count(directory, len(paths))
     return {"num_samples": counter["n"], "shards": [p.name for p in paths]}
 
 
@@ -323,29 +314,3 @@ def check_count(what: str, found: int, expected: int | None) -> None:
             f"{what}: {found} samples, expected {expected} (the published count); the file is incomplete "
             "or another release (pass --no-check-counts to convert it anyway)"
         )
-
-
-def write_layout(
-    out: Path,
-    dataset_type: str,
-    *,
-    classnames: Iterable[str] | None = None,
-    templates: Iterable[str] | None = None,
-    class_subset: Iterable[int] | None = None,
-) -> None:
-    """The small text files of the layout (the shards are written by ``write_split``)."""
-    if dataset_type not in DATASET_TYPES:
-        raise ValueError(f"dataset_type must be one of {DATASET_TYPES}, got {dataset_type!r}")
-    if classnames is not None:
-        names = [str(name).strip() for name in classnames]
-        if not names or any(not n or "\n" in n for n in names):
-            raise ValueError("class names must be non-empty single lines")
-        write_atomic_text(out / "classnames.txt", lines(names))
-    if templates is not None:
-        templates = list(templates)
-        if not templates or any("{c}" not in t for t in templates):
-            raise ValueError(f"every template must contain '{{c}}': {templates}")
-        write_atomic_text(out / "zeroshot_classification_templates.txt", lines(templates))
-    if class_subset is not None:
-        write_atomic_text(out / "class_subset.txt", lines(int(i) for i in class_subset))
-    write_atomic_text(out / "dataset_type.txt", f"{dataset_type}\n")

@@ -23,6 +23,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from rankclip.atomic import write_atomic_text
 from rankclip.data import coco, imagenet, linear_probe_sets
 from rankclip.data.evalset_io import (
     FORMAT_VERSION,
@@ -33,7 +34,8 @@ from rankclip.data.evalset_io import (
     fetch_resource,
     staged_dataset,
 )
-from rankclip.data.shards import check_int, write_atomic_text
+from rankclip.data.evalset_layout import DATASET_TYPE_FILE
+from rankclip.data.shards import check_int
 
 __all__ = ["EVAL_SETS", "check_overrides", "fetch_eval_files", "get_spec", "make_eval_set"]
 
@@ -203,7 +205,7 @@ def make_eval_set(
             "name": spec.name,
             "task": spec.task,
             "description": spec.description,
-            "dataset_type": (staging / "dataset_type.txt").read_text().strip(),
+            "dataset_type": (staging / DATASET_TYPE_FILE).read_text().strip(),
             "sources": records,
             "shard_size": shard_size,
             "counts_checked": bool(check_counts),

@@ -5,14 +5,10 @@ training and 10,000 test images of 28 x 28 grey pixels, 10 balanced classes (Zal
 are read with numpy (nothing is downloaded) and checked: IDX magic, dimensions, counts, data length and
 label range. A file that fails a check raises ``ValueError`` naming the file.
 
-``make_fashion_mnist`` writes the dataset root ``out_dir`` (the workflow calls it ``fashion_mnist/``)::
-
-    manifest.json                              what was written; written last
-    classnames.txt                             the 10 class names, prompt-ready ("t-shirt/top", ...)
-    zeroshot_classification_templates.txt      prompt templates with {c}
-    dataset_type.txt                           "classification"
-    train/0.tar ... train/nshards.txt          keys: png (RGB), cls (label 0-9)
-    test/0.tar ... test/nshards.txt
+``make_fashion_mnist`` writes the dataset root ``out_dir`` (the workflow calls it ``fashion_mnist/``) in
+the evaluation-set layout (``evalset_layout``): a classification set with the 10 class names, prompt-ready
+("t-shirt/top", ...), prompt templates, and the splits ``train`` and ``test`` (keys: png (RGB), cls (label
+0-9)); ``manifest.json`` (what was written) last.
 
 The same files serve zero-shot classification (test) and linear probing (train + test). Sample keys are
 the images' indices in the IDX files, so a subset (``max_train``/``max_test``) keeps its provenance.
@@ -30,7 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from rankclip.data.shards import check_int, replace_shards, temporary_path, write_atomic_text
+from rankclip.atomic import temporary_path, write_atomic_text
+from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
+from rankclip.data.shards import check_int, replace_shards
 
 __all__ = [
     "CLASSNAMES",
@@ -187,14 +185,10 @@ def _png_bytes(pixels: np.ndarray, image_size: int | None) -> bytes:
 
 
 def _write_split(samples, directory: Path, shard_size: int, root: Path) -> list[str]:
-    """``{0..n-1}.tar`` plus ``nshards.txt``; shards (and temporaries) of an earlier, larger run go."""
-    paths = replace_shards(samples, directory, shard_size, "{index}.tar")
-    write_atomic_text(directory / "nshards.txt", f"{len(paths)}\n")
+    """A split's shards and their count; shards (and temporaries) of an earlier, larger run go."""
+    paths = replace_shards(samples, directory, shard_size, SHARD_NAME)
+    write_shard_count(directory, len(paths))
     return [p.relative_to(root).as_posix() for p in paths]
-
-
-def _lines(items) -> str:
-    return "".join(f"{item}\n" for item in items)
 
 
 def make_fashion_mnist(
@@ -247,9 +241,7 @@ def make_fashion_mnist(
             "class_counts": np.bincount(labels[indices], minlength=len(CLASSNAMES)).tolist(),
             "shards": shards,
         }
-    write_atomic_text(out / "classnames.txt", _lines(CLASSNAMES))
-    write_atomic_text(out / "zeroshot_classification_templates.txt", _lines(TEMPLATES))
-    write_atomic_text(out / "dataset_type.txt", "classification\n")
+    write_layout(out, "classification", classnames=CLASSNAMES, templates=TEMPLATES)
 
     files = {}
     for split, (images_name, labels_name, _) in SPLITS.items():

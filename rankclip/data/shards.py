@@ -16,16 +16,13 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-__all__ = ["atomic_tar_writer", "temporary_path", "write_atomic_text", "write_shards"]
+from rankclip.atomic import temporary_path
+
+__all__ = ["atomic_tar_writer", "write_shards"]
 
 # Fixed tar metadata: shards depend only on their samples, not on when or by whom they were written.
 _TAR_MTIME = 0  # an int: a float mtime makes tarfile add a PAX header to every member
 _TAR_OWNER = "rankclip"
-
-
-def temporary_path(path: Path) -> Path:
-    """The hidden name ``path`` is written under before it is renamed into place."""
-    return path.with_name(f".{path.name}.tmp")
 
 
 @contextmanager
@@ -83,19 +80,6 @@ def write_shards(
             for _, sample in zip(range(shard_size - 1), iterator, strict=False):
                 writer.write(sample)
         paths.append(path)
-
-
-def write_atomic_text(path: Path, text: str) -> None:
-    """Write a small text file (manifest, class names) through a temporary name and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def replace_shards(

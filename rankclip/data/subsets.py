@@ -220,7 +220,7 @@ def write_manifest(manifest: Mapping, path: Path) -> None:
     lines = [f"{json.dumps(field)}: {json.dumps(manifest[field])}," for field in _SCALAR_FIELDS]
     shards = [f"  {json.dumps(shard)}: {json.dumps(keys)}" for shard, keys in manifest["shards"].items()]
     text = "{\n " + "\n ".join(lines) + '\n "shards": {\n' + ",\n".join(shards) + "\n }\n}\n"
-    from rankclip.data.shards import write_atomic_text
+    from rankclip.atomic import write_atomic_text
 
     write_atomic_text(Path(path), text)
 

@@ -55,8 +55,8 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
+from rankclip.atomic import write_atomic_text
 from rankclip.data.download import sha256_file
-from rankclip.data.shards import write_atomic_text
 
 __all__ = [
     "INPUT_FORMATS",

@@ -1,11 +1,8 @@
 """Evaluation datasets in clip_benchmark's ``wds`` layout, read without webdataset's streaming machinery.
 
-A dataset folder holds::
-
-    classnames.txt                          one class name per line (classification)
-    zeroshot_classification_templates.txt   one prompt per line, ``{c}`` marks the class name (optional)
-    dataset_type.txt                        "classification" (default) or "retrieval"
-    <split>/nshards.txt  <split>/0.tar ...  webdataset shards
+A dataset folder is laid out as ``rankclip.data.evalset_layout`` says (its file names are taken from there):
+class names, optional prompt templates (``{c}`` marks the class name), the dataset type (classification
+when the file is absent) and per split the webdataset shards with their count.
 
 A sample is the group of tar members sharing a key (the member name up to the first dot of its base
 name, as webdataset groups them). Its image is the first of ``webp``, ``png``, ``jpg``, ``jpeg`` present
@@ -31,6 +28,13 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
+from rankclip.data.evalset_layout import (
+    CLASSNAMES_FILE,
+    DATASET_TYPE_FILE,
+    DATASET_TYPES,
+    NSHARDS_FILE,
+    TEMPLATES_FILE,
+)
 from rankclip.eval.hashing import sha256_file, sha256_json
 
 __all__ = [
@@ -61,19 +65,19 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def read_classnames(dataset_dir: Path) -> list[str]:
-    """Class names, one per line, from ``dataset_dir/classnames.txt``."""
-    names = _read_lines(Path(dataset_dir) / "classnames.txt")
+    """Class names, one per line, from the dataset folder's class-name file."""
+    names = _read_lines(Path(dataset_dir) / CLASSNAMES_FILE)
     if not names or any(not name for name in names):
-        raise DatasetError(f"{Path(dataset_dir) / 'classnames.txt'}: empty file or a blank line")
+        raise DatasetError(f"{Path(dataset_dir) / CLASSNAMES_FILE}: empty file or a blank line")
     return names
 
 
 def read_templates(path: Path) -> list[str]:
     """Zero-shot prompt templates (``{c}`` = class name), one per line, from a file or from a dataset
-    folder's ``zeroshot_classification_templates.txt``."""
+    folder's template file."""
     path = Path(path)
     if path.is_dir():
-        path = path / "zeroshot_classification_templates.txt"
+        path = path / TEMPLATES_FILE
     templates = [line for line in _read_lines(path) if line]
     bad = [t for t in templates if "{c}" not in t]
     if not templates or bad:
@@ -82,13 +86,13 @@ def read_templates(path: Path) -> list[str]:
 
 
 def dataset_type(dataset_dir: Path) -> str:
-    """``classification`` or ``retrieval`` from ``dataset_type.txt`` (classification when absent)."""
-    path = Path(dataset_dir) / "dataset_type.txt"
+    """``classification`` or ``retrieval`` from the dataset-type file (classification when absent)."""
+    path = Path(dataset_dir) / DATASET_TYPE_FILE
     if not path.is_file():
         return "classification"
     kind = path.read_text(encoding="utf-8").strip().lower()
-    if kind not in ("classification", "retrieval"):
-        raise DatasetError(f"{path}: dataset type must be 'classification' or 'retrieval', got {kind!r}")
+    if kind not in DATASET_TYPES:
+        raise DatasetError(f"{path}: dataset type must be one of {DATASET_TYPES}, got {kind!r}")
     return kind
 
 
@@ -133,7 +137,7 @@ class WdsSplit:
         self._index: SplitIndex | None = None
 
     def _find_shards(self) -> list[Path]:
-        count_file = self.directory / "nshards.txt"
+        count_file = self.directory / NSHARDS_FILE
         if count_file.is_file():
             text = count_file.read_text().strip()
             if not text.isdigit() or int(text) < 1:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rankclip.code_hash import stage_code_hash
+from rankclip.data.evalset_layout import CLASS_SUBSET_FILE, CLASSNAMES_FILE, TEMPLATES_FILE
 from rankclip.eval.datasets import WdsSplit, read_classnames, read_templates
 from rankclip.eval.embeddings import EmbeddingCache, Encoder
 from rankclip.eval.hashing import code_version, sha256_json
@@ -35,16 +36,13 @@ from rankclip.eval.uncertainty import LEVEL, RESAMPLES, SEED, mean_interval, pac
 
 __all__ = ["Evaluator", "RunInfo", "resolve_class_subset", "resolve_templates"]
 
-# A classification folder may name the classes its logits are restricted to (ImageNet-R: 200 of 1000).
-CLASS_SUBSET_FILE = "class_subset.txt"
-
 
 def resolve_templates(templates, dataset_dir: Path) -> tuple[list[str], str]:
     """(templates, source): None -> the dataset's file if present, else OpenAI's 80; "dataset";
     "openai_imagenet"; a path to a file of templates; or a list of ``{c}`` strings."""
     dataset_dir = Path(dataset_dir)
     if templates is None:
-        exists = (dataset_dir / "zeroshot_classification_templates.txt").is_file()
+        exists = (dataset_dir / TEMPLATES_FILE).is_file()
         templates = "dataset" if exists else "openai_imagenet"
     if isinstance(templates, str) and templates in ("dataset", "openai_imagenet"):
         if templates == "dataset":
@@ -86,7 +84,7 @@ def resolve_class_subset(subset, classnames: Sequence[str]) -> tuple[list[int] |
     for item in subset:
         if isinstance(item, str) and not item.lstrip("-").isdigit():
             if item not in position:
-                raise ValueError(f"class subset names {item!r}, which is not in classnames.txt")
+                raise ValueError(f"class subset names {item!r}, which is not in {CLASSNAMES_FILE}")
             indices.append(position[item])
         else:
             indices.append(int(item))
@@ -226,7 +224,7 @@ class Evaluator:
         """Zero-shot classification: top-k (k larger than the class count is 100%), per-class accuracy.
 
         ``templates``: see ``resolve_templates``. ``class_subset``: see ``resolve_class_subset``; when
-        None, the dataset folder's ``class_subset.txt`` is used if it exists.
+        None, the dataset folder's class subset (ImageNet-R: 200 of 1000 classes) is used if it has one.
         """
         started = time.perf_counter()
         ks = check_ks(ks)
@@ -333,7 +331,7 @@ class Evaluator:
         for data, embeddings in ((train, train_embeddings), (test, test_embeddings)):
             if embeddings.labels is None:
                 raise ValueError(f"{data.directory}: samples have no 'cls' label; not a classification split")
-        if (Path(dataset_dir) / "classnames.txt").is_file():
+        if (Path(dataset_dir) / CLASSNAMES_FILE).is_file():
             classnames = read_classnames(dataset_dir)
         else:
             top = int(max(train_embeddings.labels.max(), test_embeddings.labels.max()))

@@ -6,6 +6,7 @@ from snakemake.utils import validate
 
 from rankclip.code_hash import stage_code_hash
 from rankclip.config import ALL_PAIRS, TrainConfig
+from rankclip.data.evalset_layout import DATASET_TYPE_FILE
 from rankclip.workflow_config import check_names, check_sizes, downloaded_pairs
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
@@ -174,11 +175,11 @@ def train_launcher():
 
 
 def dataset_marker(name):
-    """`dataset_type.txt` of an evaluation dataset: the file its producing rule declares."""
+    """The dataset-type file of an evaluation dataset: the file its producing rule declares."""
     datasets = config["eval"]["datasets"]
     if name not in datasets:
         raise ValueError(f"eval dataset {name!r} is not in config eval.datasets ({', '.join(datasets)})")
-    return str(DATA / datasets[name] / "dataset_type.txt")
+    return str(DATA / datasets[name] / DATASET_TYPE_FILE)
 
 
 def at_main_size_and_lambdas(run):

@@ -9,7 +9,7 @@ rule demo_corpus:
         manifest=DATA / "demo" / "manifest.json",
         shards=train_shards() if config["data"]["source"] == "demo" else [],
         eval_sets=expand(
-            DATA / "demo" / "eval" / "{name}" / "dataset_type.txt",
+            DATA / "demo" / "eval" / "{name}" / DATASET_TYPE_FILE,
             name=["zeroshot", "zeroshot_shift", "retrieval", "linear_probe"],
         ),
     log:
@@ -31,7 +31,7 @@ rule emoji_corpus:
     """Real image-caption pairs: Noto Color Emoji glyphs captioned with their CLDR names; no network."""
     output:
         manifest=DATA / "emoji" / "manifest.json",
-        retrieval=DATA / "emoji" / "eval" / "retrieval" / "dataset_type.txt",
+        retrieval=DATA / "emoji" / "eval" / "retrieval" / DATASET_TYPE_FILE,
     log:
         LOGS / "data" / "emoji_corpus.log",
     localrule: True
@@ -49,7 +49,7 @@ rule emoji_corpus:
 rule fashion_mnist:
     """Debian's Fashion-MNIST as a classification set (zero-shot and linear probe)."""
     output:
-        DATA / "fashion_mnist" / "dataset_type.txt",
+        DATA / "fashion_mnist" / DATASET_TYPE_FILE,
     log:
         LOGS / "data" / "fashion_mnist.log",
     localrule: True
@@ -200,7 +200,7 @@ rule track_downloads:
 rule imagenet_val:
     """ImageNet-1K val from the user's ILSVRC2012_img_val.tar and devkit (or labels file); no public URL."""
     output:
-        EVAL_DATA / "imagenet1k" / "dataset_type.txt",
+        EVAL_DATA / "imagenet1k" / DATASET_TYPE_FILE,
     log:
         LOGS / "data" / "eval_sets" / "imagenet1k.log",
     benchmark:
@@ -227,7 +227,7 @@ rule imagenet_shift:
     input:
         lambda wildcards: eval_downloads(wildcards.eval_set),
     output:
-        EVAL_DATA / "{eval_set}" / "dataset_type.txt",
+        EVAL_DATA / "{eval_set}" / DATASET_TYPE_FILE,
     log:
         LOGS / "data" / "eval_sets" / "{eval_set}.log",
     benchmark:
@@ -255,7 +255,7 @@ rule mscoco_karpathy:
     input:
         eval_downloads("mscoco_karpathy"),
     output:
-        EVAL_DATA / "mscoco_karpathy" / "dataset_type.txt",
+        EVAL_DATA / "mscoco_karpathy" / DATASET_TYPE_FILE,
     log:
         LOGS / "data" / "eval_sets" / "mscoco_karpathy.log",
     benchmark:
@@ -281,7 +281,7 @@ rule linear_probe_set:
     input:
         lambda wildcards: eval_downloads(wildcards.eval_set),
     output:
-        EVAL_DATA / "{eval_set}" / "dataset_type.txt",
+        EVAL_DATA / "{eval_set}" / DATASET_TYPE_FILE,
     log:
         LOGS / "data" / "eval_sets" / "{eval_set}.log",
     benchmark:
