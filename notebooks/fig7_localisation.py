@@ -53,7 +53,7 @@ import pandas as pd
 import torch
 
 from rankclip import localisation, report
-from rankclip.eval.hashing import sha256_file
+from rankclip.hashing import sha256_file
 
 torch.manual_seed(0)  # nothing here is random; kept for any model code that might draw
 roles = report.Roles.from_config(roles)

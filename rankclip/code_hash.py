@@ -22,14 +22,14 @@ __all__ = ["HASH_LENGTH", "STAGE_CODE", "stage_code_hash", "stage_files"]
 HASH_LENGTH = 16
 _SHARDS = ("rankclip/data/shards.py", "rankclip/atomic.py")
 _LAYOUT = "rankclip/data/evalset_layout.py"
-_DOWNLOAD = "rankclip/data/download.py"
+_DOWNLOAD = ("rankclip/data/download.py", "rankclip/hashing.py")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     # data: one entry per kind of data rule (a converter edit reruns its own rule and what consumes it);
     # the web corpus download (days) has none: rerun it by hand (`--forcerun web_shards`)
     "demo": ("rankclip/data/demo.py", _LAYOUT, *_SHARDS),
-    "emoji": ("rankclip/data/emoji.py", _LAYOUT, *_SHARDS),
-    "fashion_mnist": ("rankclip/data/fashion_mnist.py", _LAYOUT, *_SHARDS),
-    "captions": ("rankclip/data/captions.py", "rankclip/data/loader.py", *_SHARDS),
+    "emoji": ("rankclip/data/emoji.py", _LAYOUT, "rankclip/hashing.py", *_SHARDS),
+    "fashion_mnist": ("rankclip/data/fashion_mnist.py", _LAYOUT, "rankclip/hashing.py", *_SHARDS),
+    "captions": ("rankclip/data/captions.py", "rankclip/data/loader.py", "rankclip/device.py", *_SHARDS),
     "subsets": ("rankclip/data/subsets.py", *_SHARDS),
     "eval_sets": (
         "rankclip/data/evalset_registry.py",
@@ -40,7 +40,7 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/data/coco.py",
         "rankclip/data/linear_probe_sets.py",
         "rankclip/eval/imagenet.py",
-        _DOWNLOAD,
+        *_DOWNLOAD,
         *_SHARDS,
     ),
     # training: the losses, models, loader, training loop and config
@@ -53,15 +53,17 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/optim.py",
         "rankclip/checkpoint.py",
         "rankclip/distributed.py",
+        "rankclip/device.py",
         "rankclip/data/loader.py",
     ),
     # the linear probe's schedule is training's cosine_lr; the datasets' file names are the layout's
-    "eval": ("rankclip/eval", "rankclip/optim.py", _LAYOUT),
+    "eval": ("rankclip/eval", "rankclip/optim.py", "rankclip/device.py", "rankclip/hashing.py", _LAYOUT),
     # the tables, the notebooks' library (Fig. 7's heatmaps included) and the HTML report (a notebook job's
     # notebook is its input); the report's Protocol table reads TrainConfig's defaults and our model configs
     "report": (
         "rankclip/report.py",
         "rankclip/report_html.py",
+        "rankclip/hashing.py",
         "rankclip/protocol.py",
         "rankclip/localisation.py",
         "rankclip/config.py",

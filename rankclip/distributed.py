@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from rankclip.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -19,17 +21,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error naming the field."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError("device: 'cuda' was asked for but torch sees no CUDA device")
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def init_distributed(device_name: str = "auto") -> DistInfo:

@@ -31,7 +31,7 @@ import pandas as pd
 import yaml
 
 from rankclip.code_hash import stage_code_hash
-from rankclip.eval.hashing import code_version, sha256_file, sha256_json
+from rankclip.hashing import code_version, sha256_file, sha256_json
 from rankclip.protocol import protocol_rows
 from rankclip.report import STALE_MARK, key_columns, results_with_paths
 

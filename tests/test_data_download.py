@@ -8,7 +8,8 @@ import os
 import pytest
 from http_server import serve_directory
 
-from rankclip.data.download import ChecksumError, DownloadError, download, part_path, sha256_file
+from rankclip.data.download import ChecksumError, DownloadError, download, part_path
+from rankclip.hashing import sha256_file
 
 BODY = os.urandom(300_000)  # several chunks at the chunk size used below
 BODY_SHA = hashlib.sha256(BODY).hexdigest()

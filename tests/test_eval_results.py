@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from rankclip.eval.hashing import code_version, sha256_file
 from rankclip.eval.results import EvalResult, ResultsError, read_result, read_results, write_result
+from rankclip.hashing import code_version, sha256_file
 
 
 def valid_result(**changes) -> dict:

@@ -124,7 +124,7 @@ def localisation_inputs(results) -> dict[str, Path]:
 
     from rankclip.checkpoint import atomic_save
     from rankclip.data.demo import make_demo
-    from rankclip.eval.hashing import sha256_file
+    from rankclip.hashing import sha256_file
     from rankclip.models import create_model
 
     root = results["results_dir"].parent

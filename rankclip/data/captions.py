@@ -124,14 +124,6 @@ def file_captioner(captions: dict[str, str]) -> Captioner:
     return caption
 
 
-def _device(device: str):
-    import torch
-
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def model_captioner(
     model_name: str,
     *,
@@ -146,7 +138,9 @@ def model_captioner(
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    target = _device(device)
+    from rankclip.device import resolve_device
+
+    target = resolve_device(device)
     if precision not in ("auto", "fp32", "fp16", "bf16"):
         raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
     if precision == "auto":

@@ -24,7 +24,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-__all__ = ["ChecksumError", "DownloadError", "download", "part_path", "sha256_file"]
+from rankclip.hashing import file_digest, sha256_file
+
+__all__ = ["ChecksumError", "DownloadError", "download", "part_path"]
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,6 @@ class DownloadError(RuntimeError):
 
 class ChecksumError(DownloadError):
     """The downloaded bytes did not have the expected sha256."""
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    """The hex sha256 of the file at ``path``."""
-    return _file_digest(path, chunk_size).hexdigest()
-
-
-def _file_digest(path: Path, chunk_size: int):
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(chunk_size):
-            digest.update(chunk)
-    return digest
 
 
 def part_path(dest: Path) -> Path:
@@ -88,7 +77,7 @@ def download(
         if expected is None:
             log.info("%s exists and no sha256 was given: keeping it", dest)
             return dest
-        actual = sha256_file(dest, chunk_size)
+        actual = sha256_file(dest, chunk_size=chunk_size)
         if actual == expected:
             log.info("%s exists with the expected sha256: not downloading it again", dest)
             return dest
@@ -175,7 +164,7 @@ def _fetch_into(url: str, part: Path, *, chunk_size: int, progress: bool, timeou
             error.close()
             total = _total_from_content_range(error.headers.get("Content-Range"))
             if total is not None and total == offset:
-                return sha256_file(part, chunk_size)
+                return sha256_file(part, chunk_size=chunk_size)
             log.warning("%s: the server refused to resume %s at byte %d; starting again", url, part, offset)
             part.unlink()
             return _fetch_into(url, part, chunk_size=chunk_size, progress=progress, timeout=timeout)
@@ -189,7 +178,7 @@ def _fetch_into(url: str, part: Path, *, chunk_size: int, progress: bool, timeou
                 raise _RetryableError(
                     f"asked to resume at byte {offset}, got bytes from {start}: starting again"
                 )
-            mode, digest = "ab", _file_digest(part, chunk_size)
+            mode, digest = "ab", file_digest(part, chunk_size)
         else:
             if offset:
                 log.info("%s ignored the Range request: downloading %s from the start", url, part.name)

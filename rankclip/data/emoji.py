@@ -33,7 +33,6 @@ evaluation never scores an image whose near-duplicate was trained on.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections import Counter
@@ -47,6 +46,7 @@ from PIL import Image, ImageColor, ImageDraw, ImageFont, features
 from rankclip.atomic import temporary_path, write_atomic_text
 from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
 from rankclip.data.shards import check_int, replace_shards
+from rankclip.hashing import sha256_file
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -484,7 +484,7 @@ def make_emoji_corpus(
             "font": {
                 "package": FONT_PACKAGE,
                 "path": str(font_file),
-                "sha256": hashlib.sha256(font_file.read_bytes()).hexdigest(),
+                "sha256": sha256_file(font_file),
                 "license": "SIL OFL 1.1",
             },
             "names": {"package": PYPI_PACKAGE, "version": emoji.__version__, "license": "BSD-3-Clause"},

@@ -150,7 +150,7 @@ def mirror_url(resource: Resource, base_url: str | None) -> str:
 def _check_hashes(path: Path, resource: Resource, sha256: str | None) -> tuple[str, list[str]]:
     """The file's sha256 and the list of mismatches against the expected sha256 and md5."""
     if sha256 is None and resource.md5 is None:
-        from rankclip.data.download import sha256_file
+        from rankclip.hashing import sha256_file
 
         return sha256_file(path), []
     actual_sha, actual_md5 = file_hashes(path)

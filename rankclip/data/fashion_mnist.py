@@ -17,7 +17,6 @@ the images' indices in the IDX files, so a subset (``max_train``/``max_test``) k
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import json
 import zlib
@@ -29,6 +28,7 @@ from PIL import Image
 from rankclip.atomic import temporary_path, write_atomic_text
 from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
 from rankclip.data.shards import check_int, replace_shards
+from rankclip.hashing import sha256_file
 
 __all__ = [
     "CLASSNAMES",
@@ -247,7 +247,7 @@ def make_fashion_mnist(
     for split, (images_name, labels_name, _) in SPLITS.items():
         for name in (images_name, labels_name):
             path = _find(source, name)
-            files[path.name] = {"split": split, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            files[path.name] = {"split": split, "sha256": sha256_file(path)}
     manifest = {
         "format": "rankclip-fashion-mnist",
         "format_version": FORMAT_VERSION,

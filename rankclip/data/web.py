@@ -56,7 +56,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from rankclip.atomic import write_atomic_text
-from rankclip.data.download import sha256_file
+from rankclip.hashing import sha256_file
 
 __all__ = [
     "INPUT_FORMATS",

@@ -35,7 +35,7 @@ from rankclip.data.evalset_layout import (
     NSHARDS_FILE,
     TEMPLATES_FILE,
 )
-from rankclip.eval.hashing import sha256_file, sha256_json
+from rankclip.hashing import sha256_file, sha256_json
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -35,8 +35,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
+from rankclip.device import resolve_device
 from rankclip.eval.datasets import WdsImages, WdsSplit
-from rankclip.eval.hashing import sha256_file, sha256_json
+from rankclip.hashing import sha256_file, sha256_json
 
 __all__ = [
     "CACHE_FORMAT",
@@ -144,12 +145,6 @@ class EmbeddingCache:
         return path
 
 
-def _resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class Encoder:
     """A checkpoint's image and text encoders, loaded on first use, with the embedding cache in front.
 
@@ -174,7 +169,7 @@ class Encoder:
             raise ValueError(f"batch_size must be >= 1 and workers >= 0; got {batch_size}, {workers}")
         self.checkpoint_path = Path(checkpoint)
         self.cache = cache if isinstance(cache, EmbeddingCache) else EmbeddingCache(cache)
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self.precision = precision
         self.batch_size = batch_size
         self.workers = workers

@@ -19,7 +19,6 @@ from rankclip.code_hash import stage_code_hash
 from rankclip.data.evalset_layout import CLASS_SUBSET_FILE, CLASSNAMES_FILE, TEMPLATES_FILE
 from rankclip.eval.datasets import WdsSplit, read_classnames, read_templates
 from rankclip.eval.embeddings import EmbeddingCache, Encoder
-from rankclip.eval.hashing import code_version, sha256_json
 from rankclip.eval.imagenet import CLASS_SUBSETS, openai_imagenet_templates
 from rankclip.eval.linear_probe import LinearProbeConfig, probe_ranks
 from rankclip.eval.metrics import (
@@ -33,6 +32,7 @@ from rankclip.eval.metrics import (
 )
 from rankclip.eval.results import EvalResult, PerClassResult, now_utc
 from rankclip.eval.uncertainty import LEVEL, RESAMPLES, SEED, mean_interval, pack_hits
+from rankclip.hashing import code_version, sha256_json
 
 __all__ = ["Evaluator", "RunInfo", "resolve_class_subset", "resolve_templates"]
 

@@ -21,7 +21,7 @@ from synthetic_results import BACKBONE, DATA_SIZE, PAPER_NAMES, PAPER_ROLES, ROL
 from test_snakemake_report import build_snakemake_report
 
 from rankclip import report
-from rankclip.eval.hashing import code_version
+from rankclip.hashing import code_version
 from rankclip.report_html import build_report
 
 REPO = Path(__file__).resolve().parents[2]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import rankclip
 
-__all__ = ["code_version", "sha256_file", "sha256_json"]
+__all__ = ["code_version", "file_digest", "sha256_file", "sha256_json"]
 
 _CHUNK = 1 << 20
 
@@ -44,7 +44,16 @@ def _write_memo(memo: Path, data: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def sha256_file(path: Path, memo: Path | None = None) -> str:
+def file_digest(path: Path, chunk_size: int = _CHUNK) -> hashlib._Hash:
+    """The sha256 hash object of ``path``'s bytes (a download resuming a partial file goes on from it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        while chunk := stream.read(chunk_size):
+            digest.update(chunk)
+    return digest
+
+
+def sha256_file(path: Path, memo: Path | None = None, chunk_size: int = _CHUNK) -> str:
     """The sha256 hex digest of ``path``'s bytes; ``memo`` (a JSON file) remembers earlier results."""
     path = Path(path)
     if not path.is_file():
@@ -54,11 +63,7 @@ def sha256_file(path: Path, memo: Path | None = None) -> str:
         entry = _read_memo(memo).get(name)
         if isinstance(entry, dict) and entry.get("stamp") == stamp and len(entry.get("sha256", "")) == 64:
             return entry["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    value = digest.hexdigest()
+    value = file_digest(path, chunk_size).hexdigest()
     if memo is not None:
         data = _read_memo(memo)  # re-read: another process may have added entries meanwhile
         data[name] = {"stamp": stamp, "sha256": value}
