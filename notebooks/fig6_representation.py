@@ -62,7 +62,7 @@ outputs.table(
     "A collapsed model scores every image against every caption alike, so its zero-shot and retrieval "
     "numbers are chance. Why CyCLIP collapses in the demo: README, 'CyCLIP at demo scale' "
     "(benchmarks/cyclip_collapse.py): the tiny encoders start with nearly identical image features, and "
-    "CyCLIP's in-modal term is smallest when the text features copy that geometry, which removes the "
+    "both of CyCLIP's cyclic terms are smallest when the text features copy that geometry, which removes the "
     "contrastive signal before CLIP's term can separate the images.",
     decimals=4,
 )
