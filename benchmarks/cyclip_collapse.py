@@ -69,7 +69,9 @@ def collapse(checkpoint: Path, retrieval: Path, cache: Path) -> tuple[float, flo
 
 
 def initial_checkpoint(model_name: str, seed: int, path: Path) -> Path:
-    """The weights ``rankclip train --seed`` starts from (same seed, same constructor)."""
+    """The weights ``rankclip train --seed`` starts from (same seed, same constructor), written once."""
+    if path.is_file():
+        return path
     import torch
 
     from rankclip.checkpoint import atomic_save

@@ -37,6 +37,7 @@ from rankclip.data.evalset_layout import (
 )
 from rankclip.data.evalset_registry import REGISTRY, Resource
 from rankclip.data.shards import write_shards
+from rankclip.hashing import sha256_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -150,8 +151,6 @@ def mirror_url(resource: Resource, base_url: str | None) -> str:
 def _check_hashes(path: Path, resource: Resource, sha256: str | None) -> tuple[str, list[str]]:
     """The file's sha256 and the list of mismatches against the expected sha256 and md5."""
     if sha256 is None and resource.md5 is None:
-        from rankclip.hashing import sha256_file
-
         return sha256_file(path), []
     actual_sha, actual_md5 = file_hashes(path)
     problems = []
