@@ -116,7 +116,7 @@ def run_dag(directory: Path, configfile: Path | None, cores: str) -> tuple[float
 
 def training_samples(directory: Path, config: dict, run_id: str) -> int:
     """Samples one run trains on: its subset's pairs x epochs."""
-    from rankclip.data.subsets import manifest_size
+    from rankclip.corpus.subsets import manifest_size
 
     size = run_id.split("__")[2].removeprefix("n")
     subset = directory / "resources" / config["name"] / "subsets" / f"subset-{size}.json"

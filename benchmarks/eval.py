@@ -26,7 +26,7 @@ def make_inputs(work: Path, model_name: str, num_eval: int, seed: int) -> tuple[
     import torch
 
     from rankclip.checkpoint import atomic_save
-    from rankclip.data.demo import make_demo
+    from rankclip.demo_data.shapes import make_demo
     from rankclip.models import create_model
 
     demo = work / "demo"
@@ -64,7 +64,7 @@ def run_ours(checkpoint: Path, eval_dir: Path, cache: Path, args) -> tuple[dict,
     evaluator.linear_probe(eval_dir / "linear_probe")
     times["linear probe"] = time.perf_counter() - start
     start = time.perf_counter()
-    evaluator.representation(eval_dir / "retrieval")
+    evaluator.gap(eval_dir / "retrieval")
     times["modality gap"] = time.perf_counter() - start
     return metrics, times
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from rankclip.data.track import pointer_path
 from rankclip.dvc_run import DvcError, check_dvc_repository, run_dvc
+from rankclip.dvc_track import pointer_path
 
 __all__ = ["CacheError", "Record", "load_workflow_config", "outputs_of_record", "pull", "push"]
 

@@ -9,13 +9,14 @@ temporary name and renamed, so a killed job never leaves a half-written checkpoi
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from rankclip.atomic import atomic_path
 
 LATEST = "latest.pt"
 log = logging.getLogger(__name__)
@@ -44,13 +45,12 @@ def atomic_save(obj: Any, path: Path) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     needed = tensor_bytes(obj)
     if shutil.disk_usage(path.parent).free < needed:
         raise CheckpointError(_no_space(path, needed))
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, per_process=True) as tmp:
+            torch.save(obj, tmp)
     except (OSError, RuntimeError) as error:
         if shutil.disk_usage(path.parent).free < needed:
             raise CheckpointError(_no_space(path, needed)) from error

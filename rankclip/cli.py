@@ -12,8 +12,8 @@ import yaml
 
 from rankclip.checkpoint import CheckpointError
 from rankclip.config import ALL_PAIRS, ConfigError, TrainConfig
-from rankclip.data.download import DownloadError
-from rankclip.data.loader import DataFaultError
+from rankclip.corpus.loader import DataFaultError
+from rankclip.download import DownloadError
 from rankclip.dvc_run import DvcError
 from rankclip.run_lock import OutputDirBusyError
 
@@ -76,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     tables.add_argument("--out-dir", type=Path, required=True)
     tables.add_argument("--backbone", required=True, help="main backbone of Table 1")
     tables.add_argument("--data-size", type=int, required=True, help="main data size of Table 1")
-    tables.add_argument("--zeroshot", default="shapes", help="zero-shot dataset of Table 1")
-    tables.add_argument("--retrieval", default="shapes_captions", help="retrieval dataset of Table 1")
+    tables.add_argument("--zeroshot", required=True, help="zero-shot dataset of Table 1 (report.zeroshot)")
+    tables.add_argument("--retrieval", required=True, help="retrieval dataset of Table 1 (report.retrieval)")
     page = report_commands.add_parser(
         "html", help="one self-contained report.html from the notebooks' outputs"
     )
@@ -161,8 +161,8 @@ def _add_cache_parser(commands) -> None:
 
 
 def _add_eval_set_parsers(data) -> None:
-    """``data eval-set``, ``data eval-fetch``, ``data captions`` (rankclip/data/evalsets.py, captions.py)."""
-    from rankclip.data.evalsets import EVAL_SETS
+    """``data eval-set``, ``data eval-fetch``, ``data captions`` (rankclip/evalsets/build.py, captions.py)."""
+    from rankclip.evalsets.build import EVAL_SETS
 
     def sources(parser):
         parser.add_argument("name", choices=list(EVAL_SETS), metavar="NAME", help=", ".join(EVAL_SETS))
@@ -207,7 +207,7 @@ def _add_eval_set_parsers(data) -> None:
     captions.add_argument("--model", default=None, help="transformers captioning model (name or folder)")
     captions.add_argument("--captions-file", type=Path, default=None, help="TSV: key<TAB>caption")
     captions.add_argument("--key", default="syn.txt", help="member extension of the new caption")
-    captions.add_argument("--batch-size", type=int, default=32)
+    captions.add_argument("--batch-size", type=int, default=64)
     captions.add_argument("--device", default="auto")
     captions.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     captions.add_argument("--max-new-tokens", type=int, default=30)
@@ -241,7 +241,7 @@ def _pairs(values: list[str], flag: str, convert=str) -> dict:
 
 def _run_eval_set_command(args: argparse.Namespace) -> None:
     if args.data_command == "eval-set":
-        from rankclip.data.evalsets import make_eval_set
+        from rankclip.evalsets.build import make_eval_set
 
         manifest = make_eval_set(
             args.name,
@@ -260,7 +260,7 @@ def _run_eval_set_command(args: argparse.Namespace) -> None:
         counts = ", ".join(f"{split} {info['num_samples']}" for split, info in manifest["splits"].items())
         print(f"wrote {args.name} to {args.out}: {counts}")
     elif args.data_command == "eval-fetch":
-        from rankclip.data.evalsets import fetch_eval_files
+        from rankclip.evalsets.build import fetch_eval_files
 
         downloads = args.downloads or Path("downloads") / args.name
         files, _ = fetch_eval_files(
@@ -276,7 +276,7 @@ def _run_eval_set_command(args: argparse.Namespace) -> None:
         for path in files.values():
             print(path)
     elif args.data_command == "captions":
-        from rankclip.data.captions import DEFAULT_MODEL, caption_shards
+        from rankclip.corpus.captions import DEFAULT_MODEL, caption_shards
 
         summary = caption_shards(
             args.shards,
@@ -313,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(train(config))
         elif args.command == "data" and args.data_command == "make-demo":
-            from rankclip.data.demo import make_demo
+            from rankclip.demo_data.shapes import make_demo
 
             manifest = make_demo(
                 args.out,
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote {manifest['train']['num_samples']} training pairs and the eval sets to {args.out}")
         elif args.command == "data" and args.data_command == "subsets":
-            from rankclip.data.subsets import make_subsets
+            from rankclip.corpus.subsets import make_subsets
 
             for path in make_subsets(args.shards, args.sizes, args.seed, args.out, workers=args.workers):
                 print(path)
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         elif args.command == "data" and args.data_command == "make-emoji":
-            from rankclip.data.emoji import make_emoji_corpus
+            from rankclip.demo_data.emoji import make_emoji_corpus
 
             manifest = make_emoji_corpus(
                 args.out,
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote the emoji corpus to {args.out}: {json.dumps(manifest.get('counts', {}))}")
         elif args.command == "data" and args.data_command == "make-fashion-mnist":
-            from rankclip.data.fashion_mnist import make_fashion_mnist
+            from rankclip.demo_data.fashion_mnist import make_fashion_mnist
 
             make_fashion_mnist(
                 args.out,
@@ -375,13 +375,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"wrote Fashion-MNIST to {args.out}")
         elif args.command == "data" and args.data_command == "fetch":
-            from rankclip.data.download import download
+            from rankclip.download import download
 
             print(download(args.url, args.out, args.sha256))
         elif args.command == "data" and args.data_command in ("eval-set", "eval-fetch", "captions"):
             _run_eval_set_command(args)
         elif args.command == "data" and args.data_command == "track":
-            from rankclip.data.track import track_downloads
+            from rankclip.dvc_track import track_downloads
 
             for pointer in track_downloads(_pairs(args.source, "--source"), args.directory):
                 print(pointer)
@@ -399,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                     + "; now: snakemake --cores all (same --configfile)"
                 )
         elif args.command == "data" and args.data_command == "web":
-            from rankclip.data.web import shards_from_url_list
+            from rankclip.corpus.web import shards_from_url_list
 
             summary = shards_from_url_list(
                 args.url_list,

@@ -20,26 +20,33 @@ from pathlib import Path
 __all__ = ["HASH_LENGTH", "STAGE_CODE", "stage_code_hash", "stage_files"]
 
 HASH_LENGTH = 16
-_SHARDS = ("rankclip/data/shards.py", "rankclip/atomic.py")
-_LAYOUT = "rankclip/data/evalset_layout.py"
-_DOWNLOAD = ("rankclip/data/download.py", "rankclip/hashing.py")
+_SHARDS = ("rankclip/shards.py", "rankclip/atomic.py")
+_LAYOUT = "rankclip/evalset_layout.py"
+_DOWNLOAD = ("rankclip/download.py", "rankclip/hashing.py")
 STAGE_CODE: dict[str, tuple[str, ...]] = {
     # data: one entry per kind of data rule (a converter edit reruns its own rule and what consumes it);
     # the web corpus download (days) has none: rerun it by hand (`--forcerun web_shards`)
-    "demo": ("rankclip/data/demo.py", _LAYOUT, *_SHARDS),
-    "emoji": ("rankclip/data/emoji.py", _LAYOUT, "rankclip/hashing.py", *_SHARDS),
-    "fashion_mnist": ("rankclip/data/fashion_mnist.py", _LAYOUT, "rankclip/hashing.py", *_SHARDS),
-    "captions": ("rankclip/data/captions.py", "rankclip/data/loader.py", "rankclip/device.py", *_SHARDS),
-    "subsets": ("rankclip/data/subsets.py", *_SHARDS),
+    "demo": ("rankclip/demo_data/shapes.py", _LAYOUT, *_SHARDS),
+    "emoji": ("rankclip/demo_data/emoji.py", _LAYOUT, "rankclip/hashing.py", *_SHARDS),
+    "fashion_mnist": ("rankclip/demo_data/fashion_mnist.py", _LAYOUT, "rankclip/hashing.py", *_SHARDS),
+    "captions": (
+        "rankclip/corpus/captions.py",
+        "rankclip/corpus/loader.py",
+        "rankclip/corpus/subsets.py",
+        "rankclip/config.py",
+        "rankclip/device.py",
+        *_SHARDS,
+    ),
+    "subsets": ("rankclip/corpus/subsets.py", "rankclip/config.py", *_SHARDS),
     "eval_sets": (
-        "rankclip/data/evalset_registry.py",
-        "rankclip/data/evalsets.py",
-        "rankclip/data/evalset_io.py",
+        "rankclip/evalsets/registry.py",
+        "rankclip/evalsets/build.py",
+        "rankclip/evalsets/converter.py",
         _LAYOUT,
-        "rankclip/data/imagenet.py",
-        "rankclip/data/coco.py",
-        "rankclip/data/linear_probe_sets.py",
-        "rankclip/eval/imagenet.py",
+        "rankclip/evalsets/imagenet.py",
+        "rankclip/evalsets/coco.py",
+        "rankclip/evalsets/linear_probe.py",
+        "rankclip/evalsets/imagenet_facts.py",
         *_DOWNLOAD,
         *_SHARDS,
     ),
@@ -48,16 +55,32 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/train.py",
         "rankclip/config.py",
         "rankclip/losses.py",
+        "rankclip/listmle.py",
         "rankclip/models.py",
         "rankclip/model_configs",
         "rankclip/optim.py",
         "rankclip/checkpoint.py",
         "rankclip/distributed.py",
         "rankclip/device.py",
-        "rankclip/data/loader.py",
+        "rankclip/corpus/loader.py",
+        "rankclip/corpus/subsets.py",
+        "rankclip/run_lock.py",
+        "rankclip/atomic.py",
     ),
-    # the linear probe's schedule is training's cosine_lr; the datasets' file names are the layout's
-    "eval": ("rankclip/eval", "rankclip/optim.py", "rankclip/device.py", "rankclip/hashing.py", _LAYOUT),
+    # the linear probe's schedule is training's cosine_lr; the datasets' file names are the layout's; the
+    # prompt templates and ImageNet-R's classes are the evaluation sets' facts
+    "eval": (
+        "rankclip/eval",
+        "rankclip/models.py",
+        "rankclip/model_configs",
+        "rankclip/checkpoint.py",
+        "rankclip/atomic.py",
+        "rankclip/optim.py",
+        "rankclip/device.py",
+        "rankclip/hashing.py",
+        _LAYOUT,
+        "rankclip/evalsets/imagenet_facts.py",
+    ),
     # the tables, the notebooks' library (Fig. 7's heatmaps included) and the HTML report (a notebook job's
     # notebook is its input); the report's Protocol table reads TrainConfig's defaults and our model configs
     "report": (
@@ -66,6 +89,13 @@ STAGE_CODE: dict[str, tuple[str, ...]] = {
         "rankclip/hashing.py",
         "rankclip/protocol.py",
         "rankclip/localisation.py",
+        "rankclip/eval/results.py",
+        "rankclip/eval/uncertainty.py",
+        "rankclip/eval/datasets.py",
+        _LAYOUT,
+        "rankclip/models.py",
+        "rankclip/checkpoint.py",
+        "rankclip/atomic.py",
         "rankclip/config.py",
         "rankclip/model_configs",
     ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +97,20 @@ class TrainConfig(BaseModel):
         if self.loss == "rankclip_in" and self.lambda_in == 0:
             raise ValueError("loss 'rankclip_in' needs lambda_in > 0")
         return self
+
+
+# A main run (Tables 1-4, Figs. 5-6): both ranking terms at weight 1 and the paper's list scale, TrainConfig's
+# defaults; the sweeps (Fig. 3, the list-scale ablation) change one of them. The workflow's run list and the
+# report's tables both use this one definition.
+MAIN_RUN: dict[str, float] = {
+    name: TrainConfig.model_fields[name].default for name in ("lambda_cross", "lambda_in", "list_scale")
+}
+
+
+def has_main_settings(settings: Mapping[str, Any]) -> bool:
+    """Whether a run's lambdas and list scale (a run-id dict or a train config) are a main run's; a
+    setting the mapping lacks counts as the main run's (its default)."""
+    return all(math.isclose(float(settings.get(name, value)), value) for name, value in MAIN_RUN.items())
 
 
 # Fields that do not change what a run computes: a checkpoint may be resumed under other values of these.

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from functools import cache
 from pathlib import Path
 
 import rankclip
+from rankclip.atomic import write_atomic_text
 
 __all__ = ["code_version", "file_digest", "sha256_file", "sha256_json"]
 
@@ -35,13 +35,7 @@ def _read_memo(memo: Path) -> dict[str, dict[str, str]]:
 
 
 def _write_memo(memo: Path, data: dict) -> None:
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f".{memo.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, indent=0, sort_keys=True))
-        os.replace(tmp, memo)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic_text(memo, json.dumps(data, indent=0, sort_keys=True), per_process=True)
 
 
 def file_digest(path: Path, chunk_size: int = _CHUNK) -> hashlib._Hash:

@@ -65,6 +65,16 @@ _INV_FACTORIALS = tuple(1.0 / math.factorial(k) for k in range(13))
 
 
 @numba.njit(nogil=True, cache=True)
+def _exclusive_prefix_sum(counts):  # pragma: no cover - compiled
+    """A radix pass's bucket counts become each bucket's first slot: the count of the buckets before it."""
+    total = 0
+    for b in range(counts.shape[0]):
+        c = counts[b]
+        counts[b] = total
+        total += c
+
+
+@numba.njit(nogil=True, cache=True)
 def _sort_by_float32(target, tie_order, packed, packed_tmp, counts):  # pragma: no cover - compiled
     """``target``'s entries by value descending, ties in tie order: a stable LSD radix sort (11-bit digits)
     of (order-preserving bits of the value << 32 | position in ``tie_order``). Returns the sorted keys;
@@ -88,11 +98,7 @@ def _sort_by_float32(target, tie_order, packed, packed_tmp, counts):  # pragma: 
         mask = 2047 if d < 2 else 1023  # bits 54..63
         if counts[d, (packed[0] >> shift) & mask] == n:
             continue  # one digit value for the whole row
-        total = 0
-        for b in range(2048):
-            c = counts[d, b]
-            counts[d, b] = total
-            total += c
+        _exclusive_prefix_sum(counts[d])
         for k in range(n):
             v = packed[k]
             b = (v >> shift) & mask
@@ -121,11 +127,7 @@ def _sort_by_float64(target, tie_order, keys, keys_tmp, positions, positions_tmp
         shift = 8 * d
         if counts[d, (keys[0] >> shift) & 255] == n:
             continue
-        total = 0
-        for b in range(256):
-            c = counts[d, b]
-            counts[d, b] = total
-            total += c
+        _exclusive_prefix_sum(counts[d])
         for k in range(n):
             b = (keys[k] >> shift) & 255
             p = counts[d, b]

@@ -8,6 +8,8 @@ from pathlib import Path
 import open_clip
 import torch
 
+from rankclip.atomic import atomic_path, write_atomic_text
+
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 
@@ -44,8 +46,7 @@ def write_local_dir(model_name: str, checkpoint_path: Path, out_dir: Path) -> Pa
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"model_cfg": model_config(model_name), "preprocess_cfg": {}}
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
-    tmp = out_dir / "open_clip_model.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
-    tmp.replace(out_dir / "open_clip_model.safetensors")
-    (out_dir / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    with atomic_path(out_dir / "open_clip_model.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
+    write_atomic_text(out_dir / "open_clip_config.json", json.dumps(config, indent=2))
     return out_dir

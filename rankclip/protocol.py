@@ -465,12 +465,12 @@ def _mapped(run: _Run, role: str, paper: dict[str, str]) -> Check:
 
 def _templates(run: _Run) -> Check:
     dataset = run.report.get("zeroshot")
-    protocols = run.eval_protocols("zeroshot_classification", dataset)
+    protocols = run.eval_protocols("zeroshot", dataset)
     if not protocols:
         return "- (no zero-shot result yet)", None, "runs"
     found = list(dict.fromkeys((p.get("templates", "?"), p.get("num_templates")) for p in protocols))
     shown = ", ".join(f"{source} ({count} templates)" for source, count in found)
-    # an ImageNet set's own template file is OpenAI's 80 (rankclip.data.imagenet)
+    # an ImageNet set's own template file is OpenAI's 80 (rankclip.evalsets.imagenet)
     imagenet_file = same_benchmark(dataset, "imagenet1k")
     same = all(
         count == 80 and (source == "openai_imagenet" or (source == "dataset" and imagenet_file))

@@ -19,7 +19,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,17 +26,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rankclip.atomic import atomic_path, write_atomic_text
 from rankclip.code_hash import stage_code_hash
-from rankclip.config import ALL_PAIRS, TrainConfig
-from rankclip.eval.results import EvalResult, read_result, read_results, results_frame
+from rankclip.config import ALL_PAIRS, MAIN_RUN, has_main_settings
+from rankclip.eval.results import TASKS, EvalResult, read_result, read_results, results_frame
 from rankclip.eval.uncertainty import mean_interval, paired_delta, seed_spread, unpack_hits
 
-# Task names of the results files.
-MAIN_LIST_SCALE = TrainConfig.model_fields["list_scale"].default  # the paper's 1/32: the main runs'
-ZEROSHOT = "zeroshot_classification"
-RETRIEVAL = "zeroshot_retrieval"
-LINEAR_PROBE = "linear_probe"
-REPRESENTATION = "representation"
+ZEROSHOT, RETRIEVAL, LINEAR_PROBE, GAP = TASKS  # the results' task names
 
 # PAPER.md, Table 1 (CC3M, ViT-B/32): ImageNet top-1/3/5, COCO I->T R@1/5/10, T->I R@1/5/10 (percent).
 PAPER_TABLE1 = {
@@ -118,7 +113,7 @@ PAPER_FIG4 = {
     "rankclip": {500_000: 8.3, 750_000: 11.3, 1_000_000: 13.1, 3_000_000: 17.0, 15_000_000: 30.9},
 }
 # The paper's benchmarks (the keys above, plus ImageNet1K and MS-COCO) -> the name of the evaluation set
-# that IS that benchmark (rankclip.data.evalset_registry, written by `rankclip data eval-set`).
+# that IS that benchmark (rankclip.evalsets.registry, written by `rankclip data eval-set`).
 BENCHMARK_SETS = {
     "imagenet1k": "imagenet1k",
     "mscoco": "mscoco_karpathy",
@@ -260,7 +255,7 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     """Lambdas default to 1 and the list scale to the main one (runs without them), and ``mean_R@1`` from
     its two directions when absent."""
     frame = frame.copy()
-    for name, main in (("lambda_cross", 1.0), ("lambda_in", 1.0), ("list_scale", MAIN_LIST_SCALE)):
+    for name, main in MAIN_RUN.items():
         frame[name] = frame[name].fillna(main) if name in frame else main
     for k in (1, 5, 10):
         pair = [f"image_to_text_R@{k}", f"text_to_image_R@{k}"]
@@ -278,8 +273,9 @@ def select(
     unit_lambdas: bool = True,
     main_list_scale: bool = True,
 ) -> pd.DataFrame:
-    """Rows of one task (and dataset, backbone, data size); ``unit_lambdas``: lambda_cross = lambda_in = 1;
-    ``main_list_scale``: the main runs' list scale (1/32, the paper's), not the list-scale ablation's."""
+    """Rows of one task (and dataset, backbone, data size); ``unit_lambdas``: the main runs' lambdas
+    (``config.MAIN_RUN``: 1 and 1); ``main_list_scale``: the main runs' list scale (1/32, the paper's), not
+    the list-scale ablation's."""
     frame = prepare(frame)
     keep = frame["task"] == task
     if dataset is not None:
@@ -289,10 +285,15 @@ def select(
     if data_size is not None:
         keep &= frame["data_size"] == data_size
     if unit_lambdas:
-        keep &= (frame["lambda_cross"] == 1.0) & (frame["lambda_in"] == 1.0)
+        keep &= _at_main(frame, "lambda_cross") & _at_main(frame, "lambda_in")
     if main_list_scale:
-        keep &= np.isclose(frame["list_scale"], MAIN_LIST_SCALE)
+        keep &= _at_main(frame, "list_scale")
     return frame[keep]
+
+
+def _at_main(frame: pd.DataFrame, setting: str) -> pd.Series:
+    """Rows whose ``setting`` (a lambda or the list scale) is the main runs' (``config.MAIN_RUN``)."""
+    return pd.Series(np.isclose(frame[setting], MAIN_RUN[setting]), index=frame.index)
 
 
 def mean_percent(rows: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.DataFrame:
@@ -595,8 +596,8 @@ def lambda_sweep(
     ret = select(frame, RETRIEVAL, retrieval, backbone, data_size, unit_lambdas=False)
     parts = []
     for swept, fixed in (("lambda_cross", "lambda_in"), ("lambda_in", "lambda_cross")):
-        a = zs[(zs["method"] == method) & (zs[fixed] == 1.0)]
-        b = ret[(ret["method"] == method) & (ret[fixed] == 1.0)]
+        a = zs[(zs["method"] == method) & _at_main(zs, fixed)]
+        b = ret[(ret["method"] == method) & _at_main(ret, fixed)]
         part = mean_percent(a, [swept], ["top1"]).join(mean_percent(b, [swept], ["mean_R@1"]), how="outer")
         part.index = pd.MultiIndex.from_tuples(
             [(swept, float(v)) for v in part.index], names=["swept", "lambda"]
@@ -704,9 +705,9 @@ def robustness_table(
     points = points[
         (points["backbone"] == backbone)
         & (points["data_size"] == data_size)
-        & (points["lambda_cross"] == 1.0)
-        & (points["lambda_in"] == 1.0)
-        & np.isclose(points["list_scale"], MAIN_LIST_SCALE)
+        & _at_main(points, "lambda_cross")
+        & _at_main(points, "lambda_in")
+        & _at_main(points, "list_scale")
     ]
     columns = ["zeroshot_top1", "shift_top1", "shift_minus_zeroshot"]
     ours = points.groupby("method", sort=False)[columns[:2]].mean()
@@ -778,7 +779,7 @@ def uncertainty_table(
 def modality_gap_table(frame: pd.DataFrame, backbone: str, data_size: int, dataset: str) -> pd.DataFrame:
     """Fig. 6: modality gap ||mean(I) - mean(T)|| and mean paired cosine of the main runs (not percent).
     PAPER.md gives no number for them, so there are ``ours`` rows only."""
-    rows = select(frame, REPRESENTATION, dataset, backbone, data_size)
+    rows = select(frame, GAP, dataset, backbone, data_size)
     columns = ["modality_gap", "mean_paired_cosine", "image_centroid_norm", "text_centroid_norm"]
     ours = rows.reindex(columns=["method", *columns]).groupby("method", sort=False)[columns].mean()
     paper = pd.DataFrame(columns=columns, index=pd.Index([], name="method"), dtype=float)
@@ -817,14 +818,12 @@ def artifact_frame(
     for path, result in results_with_paths(results_dir):
         if artifact not in result.artifacts:
             continue
-        lambdas = (result.train_config.get("lambda_cross", 1.0), result.train_config.get("lambda_in", 1.0))
         if (
             (dataset is not None and result.dataset != dataset)
             or (backbone is not None and result.backbone != backbone)
             or (data_size is not None and result.data_size != data_size)
             or (methods is not None and result.method not in methods)
-            or lambdas != (1.0, 1.0)
-            or not math.isclose(result.train_config.get("list_scale", MAIN_LIST_SCALE), MAIN_LIST_SCALE)
+            or not has_main_settings(result.train_config)
         ):
             continue
         text = {"key": str, "target_key": str, "caption": str, "modality": str}  # keys like 00000042
@@ -862,13 +861,7 @@ def retrieval_summary(examples: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------ outputs
 def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic_text(path, text, per_process=True)
 
 
 class ReportOutputs:
@@ -906,12 +899,8 @@ class ReportOutputs:
     def figure(self, figure, name: str, title: str, caption: str = "", dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``name.png`` and list it."""
         path = self.out_dir / f"{name}.png"
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-        try:
-            figure.savefig(tmp, dpi=dpi, bbox_inches="tight")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path, per_process=True) as tmp:
+            figure.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")
         self._add({"kind": "figure", "name": name, "title": title, "caption": caption, "png": path.name})
         return path
 
@@ -922,8 +911,8 @@ def write_tables(
     out_dir: Path,
     backbone: str,
     data_size: int,
-    zeroshot: str = "shapes",
-    retrieval: str = "shapes_captions",
+    zeroshot: str,
+    retrieval: str,
 ) -> list[Path]:
     """Write ``results.csv`` (every metric) and ``table1.md``; return the paths (written atomically)."""
     frame = collect(results_dir)

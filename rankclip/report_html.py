@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
+from rankclip.atomic import write_atomic_text
 from rankclip.code_hash import stage_code_hash
 from rankclip.hashing import code_version, sha256_file, sha256_json
 from rankclip.protocol import protocol_rows
@@ -421,12 +422,4 @@ def build_report(
         _provenance(results_dir, config, versions),
         "</body></html>",
     ]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text("\n".join(body) + "\n", encoding="utf-8")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_atomic_text(out, "\n".join(body) + "\n", per_process=True)

@@ -16,9 +16,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
+from rankclip.atomic import write_atomic_text
 from rankclip.code_hash import stage_code_hash
 from rankclip.config import ConfigError, TrainConfig, changed_fields
-from rankclip.data.loader import BatchSpec, DataFaultError, ShardStream, make_loader, open_train_data
+from rankclip.corpus.loader import BatchSpec, DataFaultError, ShardStream, make_loader, open_train_data
 from rankclip.distributed import DistInfo, barrier, init_distributed, mean_over_ranks
 from rankclip.losses import build_loss
 from rankclip.models import create_model
@@ -78,9 +79,7 @@ def trim_metrics(path: Path, last_step: int) -> None:
     if not path.exists():
         return
     keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= last_step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    tmp.replace(path)
+    write_atomic_text(path, "".join(line + "\n" for line in keep))
 
 
 class MetricsLog:
@@ -150,6 +149,9 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
     rank_batch = global_batch // dist_info.world_size
     skip_budget = math.floor(config.max_skipped_fraction * total_steps * rank_batch)
     code_hash = stage_code_hash("train")
+    # the run's identity beside its config (the evaluation reads it): the pairs it draws from, i.e. the
+    # subset manifest's size (a shard URL: the samples per epoch it was given)
+    data_size = data.num_samples or config.train_num_samples
     torch.manual_seed(config.seed)
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True)
@@ -217,6 +219,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
                     "skipped": skipped,
                     "code_hash": code_hash,
                     "model_name": config.model,
+                    "data_size": data_size,
                     "config": config.model_dump(mode="json"),
                 },
                 path,
@@ -280,6 +283,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
             {
                 "state_dict": ckpt.strip_module_prefix(model.state_dict()),
                 "model_name": config.model,
+                "data_size": data_size,
                 "step": step,
                 "skipped": skipped,
                 "config": config.model_dump(mode="json"),

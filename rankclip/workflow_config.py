@@ -92,7 +92,7 @@ def downloaded_pairs(config: dict[str, Any], summary: Path) -> int | None:
 
 def size_problems(config: dict[str, Any], summary: Path) -> list[str]:
     """Every training-set size larger than the web download holds, once ``summary`` (the download's
-    summary.json, rankclip.data.web) exists: the pairs that downloaded bound every subset (``all`` is
+    summary.json, rankclip.corpus.web) exists: the pairs that downloaded bound every subset (``all`` is
     every pair, whatever their count)."""
     downloaded = downloaded_pairs(config, summary)
     if downloaded is None:

@@ -2,8 +2,8 @@
 
 Each ``write_*`` function writes one dataset's published file(s) into a folder under the published file
 name(s) and returns what a test checks the conversion against (sample counts per split, labels, bytes).
-The layouts are the published ones, as the converters (``rankclip/data/imagenet.py``, ``coco.py``) and
-torchvision's dataset classes (``linear_probe_sets.py``) read them; only the sizes are tiny.
+The layouts are the published ones, as the converters (``rankclip/evalsets/imagenet.py``, ``coco.py``) and
+torchvision's dataset classes (``rankclip.evalsets.linear_probe``) read them; only the sizes are tiny.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from rankclip.data.imagenet import IMAGENET_R_WNIDS, IMAGENET_WNIDS
+from rankclip.evalsets.imagenet import IMAGENET_R_WNIDS, IMAGENET_WNIDS
 
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import fabricated
 import numpy as np
 
-from rankclip.data.evalset_registry import IMAGENETV2_VARIANTS, REGISTRY
+from rankclip.evalsets.registry import IMAGENETV2_VARIANTS, REGISTRY
 
 URL_LIST = "cc3m_train.tsv"
 NUM_PAIRS = 300  # rows of the URL list, broken ones included

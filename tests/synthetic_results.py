@@ -54,12 +54,6 @@ MAIN_RUNS = [
     ("retrieval", "emoji"),
     ("gap", "shapes_captions"),
 ]
-TASKS = {
-    "zeroshot": "zeroshot_classification",
-    "retrieval": "zeroshot_retrieval",
-    "linear_probe": "linear_probe",
-    "gap": "representation",
-}
 
 
 def run_id(
@@ -168,7 +162,7 @@ def write_synthetic_results(
                 },
                 checkpoint_path=f"results/demo/runs/{rid}/model.pt",
                 checkpoint_sha256=f"{zlib.crc32(rid.encode()):08x}" * 8,
-                task=TASKS[task],
+                task=task,
                 dataset=dataset,
                 dataset_path=f"resources/demo/demo/eval/{dataset}",
                 split="test",

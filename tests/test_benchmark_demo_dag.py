@@ -7,7 +7,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from rankclip.data.subsets import make_subset, write_manifest
+from rankclip.corpus.subsets import make_subset, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("benchmark_demo_dag", REPO / "benchmarks" / "demo_dag.py")

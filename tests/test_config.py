@@ -63,3 +63,14 @@ def test_cli_rejects_a_bad_config_before_any_work(tmp_path: Path, capsys):
     assert code == 2
     assert "loss" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_a_main_run_is_one_definition_read_by_workflow_and_report():
+    from rankclip.config import MAIN_RUN, has_main_settings
+
+    assert MAIN_RUN == {"lambda_cross": 1.0, "lambda_in": 1.0, "list_scale": 1 / 32}  # the paper's
+    assert has_main_settings({})
+    assert has_main_settings({"lambda_in": 1, "list_scale": 0.03125, "loss": "clip"})
+    assert not has_main_settings({"lambda_cross": 0.5}) and not has_main_settings({"list_scale": 1 / 16})
+    smk = (Path(__file__).resolve().parents[1] / "workflow" / "rules" / "common.smk").read_text()
+    assert "**MAIN_RUN" in smk and "has_main_settings(run)" in smk

@@ -1,4 +1,4 @@
-"""ALIP's caption stage (rankclip/data/captions.py): a caption file, and a tiny randomly initialised BLIP
+"""ALIP's caption stage (rankclip/corpus/captions.py): a caption file, and a tiny randomly initialised BLIP
 captioning model built here from a transformers config and loaded from a folder (no hub access)."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from fabricated import write_tiny_blip
 from PIL import Image
 
 from rankclip.cli import main
-from rankclip.data.captions import caption_shards, read_caption_file, read_shard_samples
-from rankclip.data.loader import BatchSpec, ShardStream
+from rankclip.corpus.captions import caption_shards, read_caption_file, read_shard_samples
+from rankclip.corpus.loader import BatchSpec, ShardStream
 
 
 def jpeg(colour) -> bytes:

@@ -1,4 +1,4 @@
-"""Tests for rankclip/data/demo.py and rankclip/data/shards.py."""
+"""Tests for rankclip/demo_data/shapes.py and rankclip/shards.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from rankclip.data.demo import (
+from rankclip.demo_data.shapes import (
     COLOUR_RGB,
     COLOUR_WORDS,
     LINEAR_PROBE_CLASSES,
@@ -25,7 +25,7 @@ from rankclip.data.demo import (
     sample_scene,
     scene_captions,
 )
-from rankclip.data.shards import atomic_tar_writer, write_shards
+from rankclip.shards import atomic_tar_writer, write_shards
 
 SMALL = {"num_train": 40, "num_eval": 70, "image_size": 32, "shard_size": 16}
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -278,7 +278,7 @@ def test_killed_process_leaves_no_tar(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal
-        from rankclip.data.shards import atomic_tar_writer
+        from rankclip.shards import atomic_tar_writer
         with atomic_tar_writer({str(path)!r}) as writer:
             writer.write({{"__key__": "0000", "txt": b"x" * 100000}})
             os.kill(os.getpid(), signal.SIGKILL)

@@ -1,4 +1,4 @@
-"""rankclip.data.download against a loopback HTTP server (tests/http_server.py)."""
+"""rankclip.download against a loopback HTTP server (tests/http_server.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 from http_server import serve_directory
 
-from rankclip.data.download import ChecksumError, DownloadError, download, part_path
+from rankclip.download import ChecksumError, DownloadError, download, part_path
 from rankclip.hashing import sha256_file
 
 BODY = os.urandom(300_000)  # several chunks at the chunk size used below

@@ -1,4 +1,4 @@
-"""Tests for rankclip/data/emoji.py: Noto Color Emoji glyphs captioned with CLDR names.
+"""Tests for rankclip/demo_data/emoji.py: Noto Color Emoji glyphs captioned with CLDR names.
 
 These need Debian's fonts-noto-color-emoji and PyPI's emoji package. Without them the tests fail (they
 do not skip) with the error that says what to install: CI installs both.
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from rankclip.data import emoji as emoji_module
-from rankclip.data.emoji import (
+from rankclip.demo_data import emoji as emoji_module
+from rankclip.demo_data.emoji import (
     FONT_PACKAGE,
     FRIBIDI_PACKAGE,
     GLYPH_SIZE,

@@ -1,4 +1,4 @@
-"""ImageNet-1K val, ImageNetV2, ImageNet-R and COCO Karpathy converters (rankclip/data/evalsets.py and the
+"""ImageNet-1K val, ImageNetV2, ImageNet-R and COCO Karpathy converters (rankclip/evalsets/build.py and the
 family modules), on tiny archives fabricated here in the real formats, served from a loopback server."""
 
 from __future__ import annotations
@@ -13,13 +13,13 @@ from fabricated import add_bytes, coco_name, jpeg, sha256, write_imagenet_r, wri
 from http_server import serve_directory
 
 from rankclip.cli import main
-from rankclip.data import imagenet
-from rankclip.data.download import ChecksumError, part_path
-from rankclip.data.evalset_io import EvalSetError, staged_dataset
-from rankclip.data.evalsets import EVAL_SETS, fetch_eval_files, make_eval_set
-from rankclip.data.imagenet import IMAGENET_WNIDS, WNID_INDEX, read_labels_file
+from rankclip.download import ChecksumError, part_path
 from rankclip.eval.datasets import WdsSplit, dataset_type, read_classnames, read_templates
-from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES
+from rankclip.evalsets import imagenet
+from rankclip.evalsets.build import EVAL_SETS, fetch_eval_files, make_eval_set
+from rankclip.evalsets.converter import EvalSetError, staged_dataset
+from rankclip.evalsets.imagenet import IMAGENET_WNIDS, WNID_INDEX, read_labels_file
+from rankclip.evalsets.imagenet_facts import IMAGENET_R_CLASS_INDICES
 
 QUIET = {"progress": False, "retries": 0}
 
@@ -315,7 +315,7 @@ def test_out_dir_with_foreign_files_is_refused(tmp_path):
 def test_every_set_is_registered_with_pinned_or_flagged_sources():
     assert len(EVAL_SETS) == 16
     for spec in EVAL_SETS.values():
-        assert spec.task in ("zeroshot_classification", "zeroshot_retrieval", "linear_probe")
+        assert spec.task in ("zeroshot", "retrieval", "linear_probe")
         assert spec.expected_counts and spec.resources
         for resource in spec.resources:
             assert resource.sha256 or resource.md5, resource.filename  # verified either way

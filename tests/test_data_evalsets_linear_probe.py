@@ -1,4 +1,4 @@
-"""The ten linear-probe sets (rankclip/data/linear_probe_sets.py): CIFAR-10 end to end through
+"""The ten linear-probe sets (rankclip/evalsets/linear_probe.py): CIFAR-10 end to end through
 torchvision's own CIFAR10 class from a fabricated, real-format tarball on a loopback server, and every
 other set checked against its torchvision class (URL, md5, where the class looks for the file, splits)."""
 
@@ -17,10 +17,10 @@ from fabricated import CIFAR_NAMES, md5, write_cifar10, write_renderedsst2
 from http_server import serve_directory
 from PIL import Image
 
-from rankclip.data import linear_probe_sets
-from rankclip.data.download import ChecksumError
-from rankclip.data.evalsets import EVAL_SETS, make_eval_set
+from rankclip.download import ChecksumError
 from rankclip.eval.datasets import WdsSplit, dataset_type, read_classnames
+from rankclip.evalsets import linear_probe as linear_probe_sets
+from rankclip.evalsets.build import EVAL_SETS, make_eval_set
 
 TRAIN_PER_BATCH, NUM_TEST = 3, 4
 

@@ -1,4 +1,4 @@
-"""Tests for rankclip/data/fashion_mnist.py: Debian's Fashion-MNIST as a clip_benchmark wds dataset.
+"""Tests for rankclip/demo_data/fashion_mnist.py: Debian's Fashion-MNIST as a clip_benchmark wds dataset.
 
 These need Debian's dataset-fashion-mnist. Without it the tests fail (they do not skip) with the error
 that says what to install: CI installs it.
@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import webdataset as wds
 
-from rankclip.data import fashion_mnist
-from rankclip.data.fashion_mnist import (
+from rankclip.demo_data import fashion_mnist
+from rankclip.demo_data.fashion_mnist import (
     CLASSNAMES,
     DEBIAN_PACKAGE,
     DEFAULT_ROOT,

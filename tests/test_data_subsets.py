@@ -1,4 +1,4 @@
-"""Tests for rankclip/data/subsets.py: nested seeded subsets, manifests and the webdataset filter."""
+"""Tests for rankclip/corpus/subsets.py: nested seeded subsets, manifests and the webdataset filter."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from rankclip.data.subsets import (
+from rankclip.corpus.subsets import (
     MANIFEST_FORMAT,
     index_shards,
     make_subset,

@@ -1,4 +1,4 @@
-"""rankclip.data.track: one `dvc add` for every download, the source URL kept in each pointer."""
+"""rankclip.dvc_track: one `dvc add` for every download, the source URL kept in each pointer."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import yaml
 from dvc_env import dvc, dvc_env, init_repository
 
 from rankclip.cli import main
-from rankclip.data.track import pointer_path, track_downloads
 from rankclip.dvc_run import DvcError
+from rankclip.dvc_track import pointer_path, track_downloads
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_track_adds_every_path_and_records_its_url_again_after_a_new_download(re
     track_downloads({"downloads/shards": "http://example.org/list2.tsv"}, root)
     (out,) = yaml.safe_load((root / "downloads/shards.dvc").read_text())["outs"]
     assert out["nfiles"] == 2 and out["meta"]["source_url"] == "http://example.org/list2.tsv"
-    assert not list(root.glob("downloads/.*.tmp"))
+    assert not list(root.glob("downloads/.*.tmp*"))
 
 
 def test_track_names_what_is_wrong(repo, tmp_path):

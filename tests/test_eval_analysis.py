@@ -12,13 +12,14 @@ import pytest
 from PIL import Image
 
 from rankclip.checkpoint import atomic_save
-from rankclip.data.demo import make_demo
+from rankclip.cli import build_parser
+from rankclip.demo_data.shapes import make_demo
 from rankclip.eval.analysis import (
     RETRIEVAL_EXAMPLE_COLUMNS,
     retrieval_examples,
     write_retrieval_examples,
 )
-from rankclip.eval.cli import build_parser, run_eval
+from rankclip.eval.cli import run_eval
 from rankclip.eval.datasets import WdsSplit
 from rankclip.eval.embeddings import SplitEmbeddings
 from rankclip.eval.results import read_result

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from rankclip.checkpoint import atomic_save
-from rankclip.data.demo import make_demo
-from rankclip.eval.cli import build_parser, run_eval
+from rankclip.cli import build_parser
+from rankclip.demo_data.shapes import make_demo
+from rankclip.eval.cli import run_eval
 from rankclip.eval.datasets import WdsImages, WdsSplit
-from rankclip.eval.evaluator import Evaluator
+from rankclip.eval.evaluator import Evaluator, RunInfo
 from rankclip.eval.results import read_result, write_result
 from rankclip.eval.uncertainty import unpack_hits
 from rankclip.models import create_model, write_local_dir
@@ -108,7 +109,7 @@ def every_task(evaluator: Evaluator, demo: Path) -> list:
         evaluator.zeroshot(demo / "zeroshot", ks=(1, 3, 5, 100)),
         evaluator.retrieval(demo / "retrieval"),
         evaluator.linear_probe(demo / "linear_probe"),
-        evaluator.representation(demo / "retrieval"),
+        evaluator.gap(demo / "retrieval"),
     ]
 
 
@@ -171,6 +172,18 @@ def test_results_carry_the_run_and_validate(checkpoint, demo, shared_cache, tmp_
     assert gap.metrics["modality_gap"] > 0
     for index, result in enumerate((zeroshot, retrieval, probe, gap)):
         assert read_result(write_result(result, tmp_path / f"{index}.json")) == result
+
+
+def test_the_run_identity_is_read_from_the_checkpoint():
+    """The workflow passes only the checkpoint: id, method, seed and data size come from it."""
+    config = {"loss": "clip", "seed": 3, "output_dir": "results/runs/r1", "train_num_samples": 8192}
+    state = {"model_name": MODEL, "config": config, "step": 5, "data_size": 2731}
+    info = RunInfo.from_checkpoint(state, Path("elsewhere/model.pt"))
+    identity = (info.run_id, info.method, info.seed, info.data_size, info.train_step)
+    assert identity == ("r1", "clip", 3, 2731, 5)
+    older = RunInfo.from_checkpoint({k: v for k, v in state.items() if k != "data_size"}, Path("m.pt"))
+    assert older.data_size == 8192  # a checkpoint from before `data_size`: its samples per epoch
+    assert RunInfo.from_checkpoint(state, Path("m.pt"), data_size=7, seed=1).data_size == 7  # overrides win
 
 
 def test_every_hit_rate_has_a_seeded_interval_over_its_items(checkpoint, demo, shared_cache):
@@ -253,7 +266,7 @@ def test_cli_writes_valid_json_for_every_task(checkpoint, demo, shared_cache, tm
         cli("retrieval", *common, "--dataset", str(demo / "retrieval"), "--out", str(out / "ret.json")) == 0
     )
     probe_args = ["--dataset", str(demo / "linear_probe"), "--out", str(out / "lp.json"), "--epochs", "2"]
-    assert cli("linear-probe", *common, *probe_args, "--run-id", "renamed") == 0
+    assert cli("linear_probe", *common, *probe_args, "--run-id", "renamed") == 0
     gap_args = [
         "--dataset",
         str(demo / "retrieval"),
@@ -272,7 +285,7 @@ def test_cli_writes_valid_json_for_every_task(checkpoint, demo, shared_cache, tm
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 2 * 60 and {r["modality"] for r in rows} == {"image", "text"}
     assert all(np.isfinite(float(r["x"])) and np.isfinite(float(r["y"])) for r in rows)
-    assert "zeroshot_classification on zeroshot" in capsys.readouterr().out
+    assert "zeroshot on zeroshot" in capsys.readouterr().out
 
     every = [
         "--zeroshot", str(demo / "zeroshot"), str(demo / "zeroshot_shift"),
@@ -283,15 +296,15 @@ def test_cli_writes_valid_json_for_every_task(checkpoint, demo, shared_cache, tm
     assert cli("all", *common, *every, "--out-dir", str(out / "all")) == 0
     written = sorted(p.name for p in (out / "all").glob("*.json"))
     assert written == [
+        "gap-retrieval.json",
         "linear_probe-linear_probe.json",
-        "representation-retrieval.json",
         "retrieval-retrieval.json",
         "zeroshot-zeroshot.json",
         "zeroshot-zeroshot_shift.json",
     ]
     assert all(read_result(out / "all" / name) for name in written)
     # the UMAP projection is seeded: the same table from `gap` and from `all`
-    assert (out / "all" / "representation-retrieval.umap.csv").read_text() == table.read_text()
+    assert (out / "all" / "gap-retrieval.umap.csv").read_text() == table.read_text()
 
 
 def test_cli_errors_name_the_problem(checkpoint, demo, tmp_path, capsys):
@@ -353,5 +366,5 @@ def test_agrees_with_clip_benchmark(checkpoint, demo, shared_cache, tmp_path):
     }
     for their_name, our_name in pairs.items():
         assert ours[our_name] == pytest.approx(theirs[their_name], abs=1e-6), (our_name, ours, theirs)
-    spread = evaluator.representation(demo / "retrieval").metrics  # embeddings not collapsed to a point
+    spread = evaluator.gap(demo / "retrieval").metrics  # embeddings not collapsed to a point
     assert spread["image_centroid_norm"] < 0.5 and spread["text_centroid_norm"] < 0.5

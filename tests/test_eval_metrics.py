@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES
 from rankclip.eval.metrics import (
     class_embeddings,
     modality_gap,
@@ -21,6 +20,7 @@ from rankclip.eval.metrics import (
     topk_accuracy,
     zeroshot_ranks,
 )
+from rankclip.evalsets.imagenet_facts import IMAGENET_R_CLASS_INDICES
 
 
 def scores_as_features(scores: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

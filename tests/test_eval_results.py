@@ -21,7 +21,7 @@ def valid_result(**changes) -> dict:
         "train_config": {"lambda_cross": 1.0, "lambda_in": 0.0},
         "checkpoint_path": "runs/rankclip-3m-s0/model.pt",
         "checkpoint_sha256": "a" * 64,
-        "task": "zeroshot_classification",
+        "task": "zeroshot",
         "dataset": "imagenet1k",
         "dataset_path": "data/eval/imagenet1k",
         "split": "test",
@@ -42,7 +42,7 @@ def test_round_trip(tmp_path):
     result = read_result(path)
     assert result.metrics["top1"] == 0.1016
     assert result.per_class[0].name == "tench"
-    assert json.loads(path.read_text())["schema_version"] == 1
+    assert json.loads(path.read_text())["schema_version"] == 2
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary left behind
     assert result.record()["lambda_in"] == 0.0 and result.record()["top5"] == 0.2401
     assert [r.run_id for r in read_results(tmp_path)] == ["rankclip-3m-s0"]
@@ -67,7 +67,7 @@ def test_results_frame_has_one_row_per_file(tmp_path):
         ({"metrics": {"mean_per_class_top1": 0.2}}, "(top level)", "requires metrics matching"),
         ({"run_id": ""}, "run_id", "at least 1 character"),
         ({"checkpoint_sha256": "xyz"}, "checkpoint_sha256", "should match pattern"),
-        ({"task": "captioning"}, "task", "zeroshot_classification"),
+        ({"task": "captioning"}, "task", "zeroshot"),
         ({"num_samples": 0}, "num_samples", "greater than or equal to 1"),
         ({"colour": "red"}, "colour", "Extra inputs are not permitted"),
         (

@@ -1,4 +1,4 @@
-"""The evaluation-set layout has one owner: its file names live in rankclip/data/evalset_layout.py alone."""
+"""The evaluation-set layout has one owner: its file names live in rankclip/evalset_layout.py alone."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rankclip.data import evalset_layout as layout
+from rankclip import evalset_layout as layout
 from rankclip.eval.datasets import WdsSplit, dataset_type, read_classnames, read_templates
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def test_a_layout_file_name_is_spelled_in_one_module(name):
     sources = [*(REPO / "rankclip").rglob("*.py"), *(REPO / "workflow").rglob("*.smk")]
     spelled = sorted(str(p.relative_to(REPO)) for p in sources if f'"{name}"' in p.read_text())
-    assert spelled == ["rankclip/data/evalset_layout.py"]
+    assert spelled == ["rankclip/evalset_layout.py"]
 
 
 def test_what_the_writer_writes_the_reader_reads(tmp_path):

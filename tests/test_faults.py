@@ -24,7 +24,7 @@ from rankclip import checkpoint as ckpt
 from rankclip import train as train_module
 from rankclip.cli import main
 from rankclip.config import TrainConfig, make_config
-from rankclip.data.loader import DataFaultError, expand_shards
+from rankclip.corpus.loader import DataFaultError, expand_shards
 from rankclip.run_lock import LOCK_FILE, OutputDirBusyError, exclusive_output_dir
 from rankclip.workflow_config import name_problems
 from tests.conftest import write_colour_shards

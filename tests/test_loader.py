@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rankclip.data.loader import (
+from rankclip.corpus.loader import (
     BatchSpec,
     FaultCounter,
     ShardStream,
@@ -105,8 +105,8 @@ def test_subset_manifest_selects_exactly_its_samples(tmp_path):
     import webdataset as wds
     from PIL import Image
 
-    from rankclip.data.loader import open_train_data
-    from rankclip.data.subsets import index_shards, make_subset, write_manifest
+    from rankclip.corpus.loader import open_train_data
+    from rankclip.corpus.subsets import index_shards, make_subset, write_manifest
 
     png = io.BytesIO()
     Image.new("RGB", (8, 8)).save(png, format="PNG")

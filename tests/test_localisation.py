@@ -212,7 +212,7 @@ def test_localisation_runs_pick_the_main_runs_and_resolve_recorded_paths(tmp_pat
 
 
 def test_retrieval_images_are_seeded_sorted_and_first_captions(tmp_path):
-    from rankclip.data.demo import make_demo
+    from rankclip.demo_data.shapes import make_demo
     from rankclip.eval.datasets import WdsSplit
 
     make_demo(tmp_path, seed=0, num_train=1, num_eval=5, image_size=32, shard_size=5)

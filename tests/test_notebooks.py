@@ -111,7 +111,7 @@ def test_notebook_has_one_parameters_cell_with_the_demo_defaults(path: Path):
 def results(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("results")
     write_synthetic_results(root / "eval")
-    write_tables(root / "eval", root / "tables", BACKBONE, DATA_SIZE)
+    write_tables(root / "eval", root / "tables", BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
     return {"results_csv": root / "tables" / "results.csv", "results_dir": root / "eval"}
 
 
@@ -123,7 +123,7 @@ def localisation_inputs(results) -> dict[str, Path]:
     import torch  # only here: the other notebooks' tests need no torch
 
     from rankclip.checkpoint import atomic_save
-    from rankclip.data.demo import make_demo
+    from rankclip.demo_data.shapes import make_demo
     from rankclip.hashing import sha256_file
     from rankclip.models import create_model
 

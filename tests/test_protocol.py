@@ -43,7 +43,7 @@ def paper_results(config: dict, **train) -> list[dict]:
     zeroshot = {"templates": "dataset", "num_templates": 80}
     return [
         {
-            "task": "zeroshot_classification",
+            "task": "zeroshot",
             "dataset": "imagenet1k",
             "train_config": stored,
             "protocol": zeroshot,

@@ -117,7 +117,7 @@ def test_table1_has_no_difference_for_stand_ins(frame, tmp_path):
 
 
 def test_same_benchmark_is_the_papers_evaluation_set_by_name():
-    from rankclip.data.evalset_registry import REGISTRY
+    from rankclip.evalsets.registry import REGISTRY
 
     assert set(report.BENCHMARK_SETS.values()) == set(REGISTRY)
     assert set(report.BENCHMARK_SETS) == {"imagenet1k", "mscoco"} | set(report.PAPER_TABLE2_BENCHMARKS) | set(
@@ -330,7 +330,7 @@ def test_report_outputs_list_tables_and_figures_in_order(tmp_path, frame):
 
 
 def test_write_tables_keeps_the_tables_rule_outputs(results_dir, tmp_path):
-    written = report.write_tables(results_dir, tmp_path, BACKBONE, DATA_SIZE)
+    written = report.write_tables(results_dir, tmp_path, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
     assert [path.name for path in written] == ["results.csv", "table1.md"]
     assert len(pd.read_csv(tmp_path / "results.csv")) == len(list(results_dir.rglob("*.json")))
     assert "rankclip (paper)" in (tmp_path / "table1.md").read_text()
@@ -342,8 +342,8 @@ def test_write_tables_takes_a_partial_target_s_results(tmp_path):
     for path in written:
         if not path.name.startswith("gap-"):
             path.unlink()
-    report.write_tables(tmp_path / "eval", tmp_path / "out", BACKBONE, DATA_SIZE)
-    assert set(pd.read_csv(tmp_path / "out" / "results.csv")["task"]) == {"representation"}
+    report.write_tables(tmp_path / "eval", tmp_path / "out", BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    assert set(pd.read_csv(tmp_path / "out" / "results.csv")["task"]) == {"gap"}
     table1 = (tmp_path / "out" / "table1.md").read_text()
     assert "clip (paper)" in table1 and "clip (ours)" not in table1
 
@@ -445,9 +445,7 @@ def test_uncertainty_table_pairs_each_method_with_clip_on_the_same_items_and_see
         if main and result.dataset == "shapes" and result.train_config.get("lambda_in", 1.0) == 1.0:
             hits = chosen[result.method][result.seed]
             write_result(result.model_copy(update={"item_hits": {"top1": pack_hits(hits)}}), path)
-    table = report.uncertainty_table(
-        tmp_path, BACKBONE, DATA_SIZE, [("zeroshot_classification", "shapes", "top1")]
-    )
+    table = report.uncertainty_table(tmp_path, BACKBONE, DATA_SIZE, [("zeroshot", "shapes", "top1")])
     rows = table.set_index("method")
     assert list(rows.index) == ["clip", "cyclip", "rankclip"] and set(rows["seeds"]) == {2}
     per_seed = [100 * clip[seed].mean() for seed in (0, 1)]

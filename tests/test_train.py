@@ -221,6 +221,7 @@ def test_torchrun_two_processes(colour_shards, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert [m["step"] for m in read_metrics(out)] == [1, 2, 3, 4]  # 128 samples / global batch 32
     assert load(out / "model.pt")["step"] == 4
+    assert load(out / "model.pt")["data_size"] == 128  # shard URLs: the samples per epoch it was given
 
 
 def test_url_without_num_samples_is_a_clear_error(colour_shards, tmp_path):

@@ -19,13 +19,13 @@ from __future__ import annotations
 import base64
 import csv
 import io
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch.nn.functional as F
 
+from rankclip.atomic import atomic_path
 from rankclip.eval.datasets import WdsImages, WdsSplit
 from rankclip.eval.embeddings import SplitEmbeddings
 
@@ -96,19 +96,13 @@ def umap_projection(
 def write_umap_table(projection: dict[str, np.ndarray], path: Path) -> Path:
     """Write the projection as CSV (``x,y,modality,pair,key``) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.writer(stream)
-            writer.writerow(["x", "y", "modality", "pair", "key"])
-            for (x, y), modality, pair, key in zip(
-                projection["xy"], projection["modality"], projection["pair"], projection["key"], strict=True
-            ):
-                writer.writerow([repr(float(x)), repr(float(y)), modality, int(pair), key])
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, per_process=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["x", "y", "modality", "pair", "key"])
+        for (x, y), modality, pair, key in zip(
+            projection["xy"], projection["modality"], projection["pair"], projection["key"], strict=True
+        ):
+            writer.writerow([repr(float(x)), repr(float(y)), modality, int(pair), key])
     return path
 
 
@@ -173,15 +167,9 @@ def retrieval_examples(
 def write_retrieval_examples(rows: list[dict], path: Path) -> Path:
     """Write the retrieval examples as CSV (``RETRIEVAL_EXAMPLE_COLUMNS``) atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as stream:
-            writer = csv.DictWriter(stream, fieldnames=RETRIEVAL_EXAMPLE_COLUMNS)
-            writer.writeheader()
-            for row in rows:
-                writer.writerow(row | {"score": repr(row["score"]), "hit": int(row["hit"])})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, per_process=True) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=RETRIEVAL_EXAMPLE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row | {"score": repr(row["score"]), "hit": int(row["hit"])})
     return path

@@ -2,23 +2,21 @@
 
     rankclip eval zeroshot     --checkpoint run/model.pt --dataset data/eval/imagenet1k --out r/in1k.json
     rankclip eval retrieval    --checkpoint run/model.pt --dataset data/eval/mscoco --out r/coco.json
-    rankclip eval linear-probe --checkpoint run/model.pt --dataset data/eval/cifar10 --out r/c10.json
+    rankclip eval linear_probe --checkpoint run/model.pt --dataset data/eval/cifar10 --out r/c10.json
     rankclip eval gap          --checkpoint run/model.pt --dataset data/eval/mscoco --out r/gap.json
     rankclip eval all          --checkpoint run/model.pt --zeroshot D1 D2 --retrieval D3 --linear-probe D4 \\
                                --out-dir r/
 
-The main ``rankclip`` command wires it with ``add_eval_parser(subcommands)`` and ``run_eval(args)``;
-``python -m rankclip.eval ...`` runs it on its own.
+The main ``rankclip`` command wires it with ``add_eval_parser(subcommands)`` and ``run_eval(args)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
-__all__ = ["add_eval_parser", "build_parser", "main", "run_eval"]
+__all__ = ["add_eval_parser", "run_eval"]
 
 
 def _common_parser() -> argparse.ArgumentParser:
@@ -133,7 +131,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     retrieval.add_argument("--recall-k", type=int, nargs="+", default=[1, 5, 10], metavar="K")
     _ties_arg(retrieval)
 
-    probe = tasks.add_parser("linear-probe", parents=[common], help="linear probe on frozen image features")
+    probe = tasks.add_parser("linear_probe", parents=[common], help="linear probe on frozen image features")
     _dataset_args(probe, split=False)
     probe.add_argument("--train-split", default="train")
     probe.add_argument("--test-split", default="test")
@@ -156,14 +154,6 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     _ties_arg(every)
     _probe_args(every)
     _gap_args(every, umap_out=False)
-    return parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from rankclip.cli import Parser  # whole flag names only, in every sub-command
-
-    parser = Parser(prog="rankclip")
-    add_eval_parser(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -235,9 +225,9 @@ def _run_all(args, evaluator) -> None:
         _write(result, out_dir / f"linear_probe-{result.dataset}.json")
     for dataset in args.retrieval if args.gap is None else args.gap:
         name = Path(dataset).resolve().name
-        out = out_dir / f"representation-{name}.json"
+        out = out_dir / f"gap-{name}.json"
         umap_path = out.with_suffix(".umap.csv") if args.umap else None
-        result = evaluator.representation(
+        result = evaluator.gap(
             dataset,
             umap_path=umap_path,
             artifacts_dir=out_dir,
@@ -277,7 +267,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 ties=args.ties,
                 dataset_name=args.dataset_name,
             )
-        elif command == "linear-probe":
+        elif command == "linear_probe":
             result = evaluator.linear_probe(
                 args.dataset,
                 train_split=args.train_split,
@@ -286,7 +276,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 dataset_name=args.dataset_name,
             )
         elif command == "gap":
-            result = evaluator.representation(
+            result = evaluator.gap(
                 args.dataset,
                 split=args.split,
                 umap_path=_umap_path(args, args.out),
@@ -308,9 +298,3 @@ def run_eval(args: argparse.Namespace) -> int:
         print(f"rankclip eval: error: {error}", file=sys.stderr)
         return 2
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(["eval", *(sys.argv[1:] if argv is None else argv)])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_eval(args)

@@ -1,6 +1,6 @@
 """Evaluation datasets in clip_benchmark's ``wds`` layout, read without webdataset's streaming machinery.
 
-A dataset folder is laid out as ``rankclip.data.evalset_layout`` says (its file names are taken from there):
+A dataset folder is laid out as ``rankclip.evalset_layout`` says (its file names are taken from there):
 class names, optional prompt templates (``{c}`` marks the class name), the dataset type (classification
 when the file is absent) and per split the webdataset shards with their count.
 
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from rankclip.data.evalset_layout import (
+from rankclip.evalset_layout import (
     CLASSNAMES_FILE,
     DATASET_TYPE_FILE,
     DATASET_TYPES,

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from rankclip import checkpoint as ckpt
+from rankclip.atomic import atomic_path
 from rankclip.device import resolve_device
 from rankclip.eval.datasets import WdsImages, WdsSplit
 from rankclip.hashing import sha256_file, sha256_json
@@ -132,16 +133,8 @@ class EmbeddingCache:
         return arrays
 
     def save(self, path: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
-            with open(tmp, "wb") as stream:
-                np.savez(stream, __meta__=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_path(path, per_process=True, fsync=True) as tmp, open(tmp, "wb") as stream:
+            np.savez(stream, __meta__=np.asarray(json.dumps(meta, sort_keys=True)), **arrays)
         return path
 
 

@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from rankclip.code_hash import stage_code_hash
-from rankclip.data.evalset_layout import CLASS_SUBSET_FILE, CLASSNAMES_FILE, TEMPLATES_FILE
 from rankclip.eval.datasets import WdsSplit, read_classnames, read_templates
 from rankclip.eval.embeddings import EmbeddingCache, Encoder
-from rankclip.eval.imagenet import CLASS_SUBSETS, openai_imagenet_templates
 from rankclip.eval.linear_probe import LinearProbeConfig, probe_ranks
 from rankclip.eval.metrics import (
     check_ks,
@@ -32,6 +30,8 @@ from rankclip.eval.metrics import (
 )
 from rankclip.eval.results import EvalResult, PerClassResult, now_utc
 from rankclip.eval.uncertainty import LEVEL, RESAMPLES, SEED, mean_interval, pack_hits
+from rankclip.evalset_layout import CLASS_SUBSET_FILE, CLASSNAMES_FILE, TEMPLATES_FILE
+from rankclip.evalsets.imagenet_facts import CLASS_SUBSETS, openai_imagenet_templates
 from rankclip.hashing import code_version, sha256_json
 
 __all__ = ["Evaluator", "RunInfo", "resolve_class_subset", "resolve_templates"]
@@ -93,7 +93,8 @@ def resolve_class_subset(subset, classnames: Sequence[str]) -> tuple[list[int] |
 
 @dataclass
 class RunInfo:
-    """Who produced the checkpoint: read from its training config, overridable."""
+    """Who produced the checkpoint: read from the checkpoint (its training config and data size),
+    overridable."""
 
     run_id: str
     method: str
@@ -119,7 +120,7 @@ class RunInfo:
             )
         data_size = overrides.get("data_size")
         if data_size is None:
-            data_size = config.get("train_num_samples")
+            data_size = checkpoint.get("data_size") or config.get("train_num_samples")
             match = re.search(r"subset-(\d+)\.json$", str(config.get("train_data", "")))
             if data_size is None and match:
                 data_size = int(match.group(1))
@@ -248,7 +249,7 @@ class Evaluator:
             started,
             intervals=uncertainty["intervals"],
             item_hits=uncertainty["item_hits"],
-            task="zeroshot_classification",
+            task="zeroshot",
             split=split,
             dataset_sha256=sha256_json(
                 {
@@ -299,7 +300,7 @@ class Evaluator:
             started,
             intervals=uncertainty["intervals"],
             item_hits=uncertainty["item_hits"],
-            task="zeroshot_retrieval",
+            task="retrieval",
             split=split,
             dataset_sha256=data.fingerprint(self.encoder.cache.hash_memo),
             num_samples=len(image_ranks),
@@ -365,7 +366,7 @@ class Evaluator:
             **self._common(dataset_dir, dataset_name),
         )
 
-    def representation(
+    def gap(
         self,
         dataset_dir: Path,
         split: str = "test",
@@ -426,7 +427,7 @@ class Evaluator:
             }
         return self._result(
             started,
-            task="representation",
+            task="gap",
             split=split,
             dataset_sha256=data.fingerprint(self.encoder.cache.hash_memo),
             num_samples=len(embeddings.image_features),

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-PROBE_METHODS = ("linear", "logistic")  # config eval.probe, `rankclip eval linear-probe --probe`
+PROBE_METHODS = ("linear", "logistic")  # config eval.probe, `rankclip eval linear_probe --probe`
 
 
 @dataclass(frozen=True)

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rankclip.atomic import write_atomic_text
+
 __all__ = [
     "SCHEMA_VERSION",
+    "TASKS",
     "EvalResult",
     "PerClassResult",
     "ResultsError",
@@ -28,14 +30,17 @@ __all__ = [
     "write_result",
 ]
 
-SCHEMA_VERSION = 1
-Task = Literal["zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation"]
+SCHEMA_VERSION = 2  # 2: the task names of config and CLI (was zeroshot_classification, ..., representation)
+# The evaluation tasks, one name each in config (`eval.every_run`), CLI (`rankclip eval TASK`), file names
+# (`TASK-DATASET.json`), results (`task`) and report.
+Task = Literal["zeroshot", "retrieval", "linear_probe", "gap"]
+TASKS: tuple[str, ...] = get_args(Task)
 # Metrics each task must report (at least one name matching each pattern).
 REQUIRED_METRICS: dict[str, tuple[str, ...]] = {
-    "zeroshot_classification": (r"top\d+",),
-    "zeroshot_retrieval": (r"image_to_text_R@\d+", r"text_to_image_R@\d+"),
+    "zeroshot": (r"top\d+",),
+    "retrieval": (r"image_to_text_R@\d+", r"text_to_image_R@\d+"),
     "linear_probe": (r"top\d+",),
-    "representation": (r"modality_gap",),
+    "gap": (r"modality_gap",),
 }
 _SHA256 = r"^[0-9a-f]{64}$"
 
@@ -72,7 +77,7 @@ class EvalResult(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    schema_version: Literal[1] = Field(SCHEMA_VERSION, description="Version of this schema.")
+    schema_version: Literal[2] = Field(SCHEMA_VERSION, description="Version of this schema.")
     # the run
     run_id: str = Field(min_length=1, description="Training run id (the run's output folder name).")
     method: str = Field(min_length=1, description="Training loss: clip, cyclip, alip, rankclip, ...")
@@ -201,14 +206,8 @@ def write_result(result: EvalResult | dict[str, Any], path: Path) -> Path:
     path = Path(path)
     data = result.model_dump(mode="json") if isinstance(result, EvalResult) else result
     result = validate_result(data, path)  # re-validate: a model may have been mutated after creation
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(result.model_dump(mode="json"), indent=2, allow_nan=False) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    text = json.dumps(result.model_dump(mode="json"), indent=2, allow_nan=False) + "\n"
+    return write_atomic_text(path, text, per_process=True)
 
 
 def read_result(path: Path) -> EvalResult:

@@ -203,18 +203,35 @@ def test_linear_probe_protocol_comes_from_the_config(workdir):
         shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
         commands[probe] = [line for line in shell if line.startswith("rankclip eval ")]
     for probe, lines in commands.items():
-        probes = [line for line in lines if line.startswith("rankclip eval linear-probe ")]
+        probes = [line for line in lines if line.startswith("rankclip eval linear_probe ")]
         assert len(probes) == 6 * 2 + 2 * 2 and all(f" --probe {probe} " in line for line in probes)
         assert not any("--probe" in line for line in lines if line not in probes)
 
 
+def test_task_names_agree_across_schema_workflow_cli_and_results():
+    """One name per evaluation task: config pattern, the eval rule's wildcard, the CLI, the results JSON."""
+    from rankclip.cli import build_parser
+    from rankclip.eval.results import TASKS
+
+    schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
+    patterns = {
+        schema["properties"]["eval"]["properties"][key]["items"]["pattern"]
+        for key in ("every_run", "main_runs", "backbone_runs")
+    }
+    assert patterns == {f"^({'|'.join(TASKS)}):[A-Za-z0-9_-]+$"}
+    assert f'task="{"|".join(TASKS)}"' in (REPO / "workflow" / "rules" / "eval.smk").read_text()
+    for task in TASKS:
+        args = ["eval", task, "--checkpoint", "m.pt", "--dataset", "d", "--out", "o"]
+        assert build_parser().parse_args(args).eval_command == task
+
+
 def test_probe_names_agree_across_schema_cli_and_library(capsys):
-    from rankclip.eval.cli import build_parser
+    from rankclip.cli import build_parser
     from rankclip.eval.linear_probe import PROBE_METHODS
 
     schema = yaml.safe_load((REPO / "config" / "schema.yaml").read_text())
     assert tuple(schema["properties"]["eval"]["properties"]["probe"]["enum"]) == PROBE_METHODS
-    args = ["eval", "linear-probe", "--checkpoint", "m.pt", "--dataset", "d", "--out", "o"]
+    args = ["eval", "linear_probe", "--checkpoint", "m.pt", "--dataset", "d", "--out", "o"]
     assert build_parser().parse_args(args).probe == PROBE_METHODS[0]
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args, "--probe", "other"])

@@ -43,9 +43,7 @@ def test_demo_workflow_runs_end_to_end(demo_run):
     results = read_results(sorted((workdir / "results" / "demo" / "eval").rglob("*.json")))
     assert len(results) == len(frame) == 12 * 3 + 6 * 5 + 2 * 2  # every run, main runs, RN runs
     assert set(frame["method"]) == {"clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"}
-    assert {"zeroshot_classification", "zeroshot_retrieval", "linear_probe", "representation"} <= set(
-        frame["task"]
-    )
+    assert {"zeroshot", "retrieval", "linear_probe", "gap"} <= set(frame["task"])
     assert all(0 <= value <= 1 for value in frame["top1"].dropna())
     table1 = (tables / "table1.md").read_text()
     for row in ("clip (ours)", "clip (paper)", "rankclip (ours)", "rankclip_in (ours)"):

@@ -160,7 +160,7 @@ def env(request, tmp_path, heavy_packages):
 def demo(tmp_path_factory) -> Path:
     """The demo corpus and eval sets, as the data env's rule writes them (made here with this env)."""
     root = tmp_path_factory.mktemp("demo")
-    from rankclip.data.demo import make_demo
+    from rankclip.demo_data.shapes import make_demo
 
     make_demo(root, seed=0, num_train=64, num_eval=16, image_size=32, shard_size=32)
     return root
@@ -235,7 +235,7 @@ def test_eval_env_evaluates_the_checkpoint(env, demo, checkpoint, tmp_path):
     model = checkpoint / "model.pt"
     if not model.exists():
         pytest.skip("needs test_train_env_trains's checkpoint")
-    for task, dataset in (("zeroshot", "zeroshot"), ("linear-probe", "linear_probe")):
+    for task, dataset in (("zeroshot", "zeroshot"), ("linear_probe", "linear_probe")):
         out = tmp_path / f"{task}.json"
         run(["rankclip", "eval", task, "--checkpoint", str(model), "--dataset", str(demo / "eval" / dataset),
              "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--workers", "0"],

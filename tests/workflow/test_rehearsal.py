@@ -27,8 +27,8 @@ from rehearsal_mirror import NUM_PAIRS, OVERSIZED, build_mirror, write_url_list
 from test_slurm import ACCOUNT, PARTITION, slurm  # noqa: F401 (slurm: the single-node SLURM fixture)
 from tiny_dag import job_stats
 
-from rankclip.data.evalset_registry import REGISTRY
 from rankclip.eval.datasets import WdsSplit, dataset_type
+from rankclip.evalsets.registry import REGISTRY
 
 pytest.importorskip("img2dataset", reason="the web_shards rule needs img2dataset")
 

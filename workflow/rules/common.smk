@@ -5,15 +5,14 @@ from pathlib import Path
 from snakemake.utils import validate
 
 from rankclip.code_hash import stage_code_hash
-from rankclip.config import ALL_PAIRS, TrainConfig
-from rankclip.data.evalset_layout import DATASET_TYPE_FILE
+from rankclip.config import ALL_PAIRS, MAIN_RUN, TrainConfig, has_main_settings
+from rankclip.evalset_layout import DATASET_TYPE_FILE
 from rankclip.workflow_config import check_names, check_sizes, downloaded_pairs
 
 validate(config, workflow.source_path("../../config/schema.yaml"))
 check_names(config)  # every method, backbone and dataset name the config uses exists
 
 RUN_ID = "{method}__{backbone}__n{data_size}__lc{lambda_cross}__li{lambda_in}__ls{list_scale}__s{seed}"
-MAIN_LIST_SCALE = TrainConfig.model_fields["list_scale"].default  # the paper's 1/32
 DATA = Path("resources") / config["name"]
 RESULTS = Path("results") / config["name"]
 LOGS = Path("logs") / config["name"]
@@ -32,13 +31,7 @@ def analysis_runs():
     "data_sizes" (Fig. 4), "lambdas" (Fig. 3) and "list_scales" (the proposed list-scale ablation), as
     dicts of RUN_ID's fields."""
     runs = config["runs"]
-    main = dict(
-        backbone=runs["backbone"],
-        data_size=runs["data_size"],
-        lambda_cross=1.0,
-        lambda_in=1.0,
-        list_scale=MAIN_LIST_SCALE,
-    )
+    main = dict(backbone=runs["backbone"], data_size=runs["data_size"], **MAIN_RUN)
     analyses = dict(main=[], backbones=[], data_sizes=[], lambdas=[], list_scales=[])
     for seed in runs["seeds"]:
         analyses["main"] += [main | dict(method=method, seed=seed) for method in runs["methods"]]
@@ -103,7 +96,7 @@ def pairs_in(wildcards, input):
     """The count of training pairs of the job's input `subset` manifest: the number in its name, or for
     `all` the manifest's `size`. Before that manifest is written (a dry-run) `all`: Snakemake evaluates
     params again, inputs present, before it runs a job."""
-    from rankclip.data.subsets import manifest_size  # imported when a job asks: parsing stays light
+    from rankclip.corpus.subsets import manifest_size  # imported when a job asks: parsing stays light
 
     subset = Path(input.subset)
     size = subset.stem.removeprefix("subset-")
@@ -115,8 +108,9 @@ def pairs_in(wildcards, input):
         return size
 
 
-def train_shards():
-    """The training shard files of the configured source."""
+def source_shards():
+    """The shard files of the configured source as made or downloaded (before ALIP's captions; the runs
+    train on `training_shards()`)."""
     if config["data"]["source"] == "demo":
         demo = config["data"]["demo"]
         count = -(-demo["num_train"] // demo["shard_size"])
@@ -183,11 +177,7 @@ def dataset_marker(name):
 
 
 def at_main_size_and_lambdas(run):
-    return (
-        run["data_size"] == config["runs"]["data_size"]
-        and run["lambda_cross"] == run["lambda_in"] == 1.0
-        and run["list_scale"] == MAIN_LIST_SCALE
-    )
+    return run["data_size"] == config["runs"]["data_size"] and has_main_settings(run)
 
 
 def is_main_run(run):

@@ -7,7 +7,7 @@ rule demo_corpus:
     """Render the seeded demo corpus (training shards + evaluation sets); no network."""
     output:
         manifest=DATA / "demo" / "manifest.json",
-        shards=train_shards() if config["data"]["source"] == "demo" else [],
+        shards=source_shards() if config["data"]["source"] == "demo" else [],
         eval_sets=expand(
             DATA / "demo" / "eval" / "{name}" / DATASET_TYPE_FILE,
             name=["zeroshot", "zeroshot_shift", "retrieval", "linear_probe"],
@@ -111,7 +111,7 @@ rule web_shards:
         url_list=config["data"].get("web", {}).get("url_list", []),
     output:
         summary=DATA / "web" / "shards" / "summary.json",
-        shards=train_shards() if config["data"]["source"] == "web" else [],
+        shards=source_shards() if config["data"]["source"] == "web" else [],
     log:
         LOGS / "data" / "web_shards.log",
     benchmark:
@@ -134,7 +134,7 @@ rule web_shards:
 rule captions:
     """ALIP's second caption (syn.txt) for every training sample: captioned copies of the web shards."""
     input:
-        shards=ancient(train_shards()) if captions_enabled() else [],
+        shards=ancient(source_shards()) if captions_enabled() else [],
     output:
         summary=DATA / "web" / "captioned" / "captions.json",
         shards=captioned_shards() if captions_enabled() else [],

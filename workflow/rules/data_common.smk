@@ -1,6 +1,6 @@
 # Helpers of data.smk: ALIP's caption stage and the evaluation sets' downloads and flags.
-from rankclip.data.evalset_registry import REGISTRY as EVAL_SETS
-from rankclip.data.track import pointer_path
+from rankclip.evalsets.registry import REGISTRY as EVAL_SETS
+from rankclip.dvc_track import pointer_path
 
 EVAL_DATA = DATA / "eval"
 DOWNLOADS = DATA / "downloads"
@@ -17,12 +17,12 @@ def captions_enabled():
 
 
 def captioned_shards():
-    return [str(DATA / "web" / "captioned" / Path(shard).name) for shard in train_shards()]
+    return [str(DATA / "web" / "captioned" / Path(shard).name) for shard in source_shards()]
 
 
 def training_shards():
     """The shards every run trains on: the captioned copies when the caption stage is on (same samples)."""
-    return captioned_shards() if captions_enabled() else train_shards()
+    return captioned_shards() if captions_enabled() else source_shards()
 
 
 def caption_flags():

@@ -1,4 +1,5 @@
-# Evaluation: one job per run x benchmark; embeddings are cached by content (checkpoint, dataset).
+# Evaluation: one job per run x benchmark; embeddings are cached by content (checkpoint, dataset). The
+# checkpoint is the one source of the run's identity (id, method, data size, seed, lambdas): no flags repeat it.
 
 
 rule evaluate:
@@ -6,7 +7,6 @@ rule evaluate:
     input:
         model=RESULTS / "runs" / "{run_id}" / "model.pt",
         dataset=lambda wildcards: dataset_marker(wildcards.dataset),
-        subset=lambda wildcards: subset_manifest(parse_run_id(wildcards.run_id)["data_size"]),
     output:
         result=RESULTS / "eval" / "{run_id}" / "{task}-{dataset}.json",
     log:
@@ -25,20 +25,16 @@ rule evaluate:
         runtime=config["resources"]["eval"]["runtime"],
         cpus_per_task=config["resources"]["eval"]["cpus"],
     params:
-        command=lambda wildcards: wildcards.task.replace("_", "-"),
         probe=lambda wildcards: (
             f"--probe {config['eval']['probe']}" if wildcards.task == "linear_probe" else ""
         ),
         dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
-        run=lambda wildcards: parse_run_id(wildcards.run_id),
-        data_size=pairs_in,
         cache=RESULTS / "embeddings",
         code=code_hash("eval"),
     shell:
-        "rankclip eval {params.command} --checkpoint {input.model} --dataset {params.dataset_dir} "
+        "rankclip eval {wildcards.task} --checkpoint {input.model} --dataset {params.dataset_dir} "
         "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
-        "--run-id {wildcards.run_id} --method {params.run[method]} --data-size {params.data_size} "
-        "--train-seed {params.run[seed]} --workers {resources.cpus_per_task} {params.probe} > {log} 2>&1"
+        "--workers {resources.cpus_per_task} {params.probe} > {log} 2>&1"
 
 
 rule tables:

@@ -55,7 +55,7 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from rankclip.atomic import write_atomic_text
+from rankclip.atomic import atomic_path, write_atomic_text
 from rankclip.hashing import sha256_file
 
 __all__ = [
@@ -63,7 +63,6 @@ __all__ = [
     "RESIZE_MODES",
     "SUMMARY_NAME",
     "ShardError",
-    "read_summary",
     "shards_from_url_list",
     "train_data_url",
     "verify_shard",
@@ -208,14 +207,6 @@ def shards_from_url_list(
         summary["failed_to_download"], summary["failed_to_resize"],
     )  # fmt: skip
     return {**summary, "train_data": train_data_url(out_dir)}
-
-
-def read_summary(out_dir: Path) -> dict:
-    """The ``summary.json`` of a finished ``shards_from_url_list`` run, with ``train_data`` added."""
-    path = Path(out_dir) / SUMMARY_NAME
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: the download stage has not finished in {out_dir}")
-    return {**json.loads(path.read_text()), "train_data": train_data_url(out_dir)}
 
 
 def train_data_url(out_dir: Path) -> str:
@@ -392,9 +383,8 @@ def _to_parquet(url_list, table, input_format, column_names, url_col, caption_co
         if skipped:
             log.warning("%s: skipped %d malformed rows (the first at row %s)", url_list, skipped, bad_rows[0])
     data = data.select([url_col, caption_col])
-    tmp = table.with_name(f".{table.name}.tmp")
-    pq.write_table(data, tmp)
-    os.replace(tmp, table)
+    with atomic_path(table) as tmp:
+        pq.write_table(data, tmp)
     return data.num_rows, skipped
 
 
@@ -408,7 +398,7 @@ def _import_img2dataset():
         raise ImportError(
             "shards_from_url_list needs img2dataset, installed without its dependencies (it pins "
             "webdataset<0.3): pip install --no-deps img2dataset==1.47.0, then its dependencies "
-            "(see the rankclip.data.web docstring)"
+            "(see the rankclip.corpus.web docstring)"
         ) from error
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError(

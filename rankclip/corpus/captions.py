@@ -33,7 +33,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rankclip.atomic import temporary_path, write_atomic_text
-from rankclip.data.shards import atomic_tar_writer, check_int
+from rankclip.shards import atomic_tar_writer, check_int
 
 __all__ = ["DEFAULT_MODEL", "caption_shards", "read_caption_file", "read_shard_samples"]
 
@@ -183,7 +183,7 @@ def model_captioner(
 
 # -------------------------------------------------------------------------------------------- writing
 def _shard_paths(shards) -> list[Path]:
-    from rankclip.data.loader import expand_shards
+    from rankclip.corpus.loader import expand_shards
 
     paths = [Path(p) for p in (expand_shards(shards) if isinstance(shards, str) else shards)]
     if not paths:
@@ -235,7 +235,7 @@ def caption_shards(
     model: str = DEFAULT_MODEL,
     captions_file: Path | None = None,
     key: str = DEFAULT_KEY,
-    batch_size: int = 32,
+    batch_size: int = 64,
     device: str = "auto",
     precision: str = "auto",
     max_new_tokens: int = 30,

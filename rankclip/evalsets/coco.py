@@ -21,7 +21,7 @@ import re
 import zipfile
 from pathlib import Path
 
-from rankclip.data.evalset_io import (
+from rankclip.evalsets.converter import (
     EvalSetError,
     EvalSetSpec,
     check_count,
@@ -29,7 +29,7 @@ from rankclip.data.evalset_io import (
     write_layout,
     write_split,
 )
-from rankclip.data.evalset_registry import CAPTIONS_FILE, IMAGES_FILE
+from rankclip.evalsets.registry import CAPTIONS_FILE, IMAGES_FILE
 
 __all__ = ["CAPTIONS_FILE", "IMAGES_FILE", "SETS", "read_karpathy_split"]
 

@@ -34,8 +34,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from rankclip.atomic import temporary_path, write_atomic_text
-from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
-from rankclip.data.shards import check_int, replace_shards
+from rankclip.evalset_layout import SHARD_NAME, write_layout, write_shard_count
+from rankclip.shards import check_int, replace_shards
 
 __all__ = [
     "BACKGROUND_WORDS",
@@ -564,7 +564,7 @@ def make_demo(
         )
         write_layout(directory, "classification", classnames=ZEROSHOT_CLASSES, templates=ZEROSHOT_TEMPLATES)
         evaluation[name] = {
-            "task": "zeroshot_classification",
+            "task": "zeroshot",
             "root": (directory.relative_to(root)).as_posix(),
             "label": "colour shape",
             "description": description,
@@ -583,7 +583,7 @@ def make_demo(
     )
     write_layout(directory, "retrieval")
     evaluation["retrieval"] = {
-        "task": "zeroshot_retrieval",
+        "task": "retrieval",
         "root": directory.relative_to(root).as_posix(),
         "captions_per_image": RETRIEVAL_CAPTIONS_PER_IMAGE,
         "description": "training-distribution scenes, 5 captions from 5 different templates",

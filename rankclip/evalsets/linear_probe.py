@@ -1,7 +1,7 @@
 """The ten linear-probe sets of the paper's Table 3, read with torchvision's dataset classes.
 
 CIFAR-10, CIFAR-100, DTD, FGVC-Aircraft, Food101, GTSRB, Oxford-IIIT Pets, Rendered SST2, STL10 and SVHN.
-Each source file is fetched (or given) and verified by ``evalset_io.fetch_resource`` (sha256 from TFDS /
+Each source file is fetched (or given) and verified by ``converter.fetch_resource`` (sha256 from TFDS /
 torchvision's prototype datasets / Keras, where published; md5 as torchvision checks it), then linked into
 a torchvision root at the path where the class's own ``download=True`` looks for it
 (``<downloads>/torchvision/<placement>``). torchvision finds the file with the right md5, does not
@@ -35,7 +35,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from rankclip.data.evalset_io import (
+from rankclip.evalsets.converter import (
     EvalSetError,
     EvalSetSpec,
     check_count,

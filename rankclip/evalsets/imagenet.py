@@ -17,7 +17,7 @@ are open_clip's ``IMAGENET_CLASSNAMES`` and the prompts its 80 ``OPENAI_IMAGENET
   named by class index).
 - **ImageNet-R** (``imagenet_r``): ``imagenet-r.tar``, 30,000 renditions in 200 WordNet-id folders; labels
   stay in the 1000-class space and ``class_subset.txt`` lists the 200 classes
-  (``rankclip.eval.imagenet.IMAGENET_R_CLASS_INDICES``), so zero-shot logits are restricted to them.
+  (``rankclip.evalsets.imagenet_facts.IMAGENET_R_CLASS_INDICES``), so zero-shot logits are restricted to them.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from rankclip.data.evalset_io import (
+from rankclip.evalsets.converter import (
     EvalSetError,
     EvalSetSpec,
     check_count,
@@ -38,14 +38,14 @@ from rankclip.data.evalset_io import (
     write_layout,
     write_split,
 )
-from rankclip.data.evalset_registry import (
+from rankclip.evalsets.imagenet_facts import IMAGENET_R_CLASS_INDICES, openai_imagenet_templates
+from rankclip.evalsets.registry import (
     IMAGENET_DEVKIT_FILE,
     IMAGENET_DEVKIT_SHA256,
     IMAGENET_VAL_FILE,
     IMAGENET_VAL_SHA256,
     IMAGENETV2_VARIANTS,
 )
-from rankclip.eval.imagenet import IMAGENET_R_CLASS_INDICES, openai_imagenet_templates
 
 __all__ = [
     "IMAGENET_DEVKIT_SHA256",

@@ -1,7 +1,7 @@
 """The folder layout of an evaluation set, as ``rankclip eval`` reads it (clip_benchmark's ``wds`` layout).
 
-Every writer of evaluation sets (the converters of ``evalset_io``, the demo's, emoji and Fashion-MNIST
-sets) and the reader (``rankclip.eval.datasets``) take the file names from here::
+Every writer of evaluation sets (the converters of ``rankclip.evalsets``, the demo's shapes, emoji and
+Fashion-MNIST sets) and the reader (``rankclip.eval.datasets``) take the file names from here::
 
     dataset_type.txt                        classification | retrieval
     classnames.txt                          one class name per line (classification)

@@ -26,9 +26,9 @@ import numpy as np
 from PIL import Image
 
 from rankclip.atomic import temporary_path, write_atomic_text
-from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
-from rankclip.data.shards import check_int, replace_shards
+from rankclip.evalset_layout import SHARD_NAME, write_layout, write_shard_count
 from rankclip.hashing import sha256_file
+from rankclip.shards import check_int, replace_shards
 
 __all__ = [
     "CLASSNAMES",
@@ -255,7 +255,7 @@ def make_fashion_mnist(
         "image_size": list(IMAGE_SHAPE) if image_size is None else [int(image_size)] * 2,
         "shard_size": int(shard_size),
         "source": {"package": DEBIAN_PACKAGE, "root": str(source), "license": "MIT", "files": files},
-        "task": ["zeroshot_classification", "linear_probe"],
+        "task": ["zeroshot", "linear_probe"],
         "keys": ["png", "cls"],
         "classnames": list(CLASSNAMES),
         "templates": list(TEMPLATES),

@@ -9,12 +9,11 @@ and ``meta`` when the data is added again after a new download.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from rankclip.atomic import write_atomic_text
 from rankclip.dvc_run import DvcError, check_dvc_repository, run_dvc
 
 __all__ = ["pointer_path", "track_downloads"]
@@ -35,14 +34,7 @@ def _record_source(pointer: Path, url: str) -> None:
         raise DvcError(f"{pointer}: not a DVC pointer with one output: {error}") from None
     out["desc"] = f"downloaded from {url}"
     out["meta"] = {**(out.get("meta") or {}), "source_url": url}
-    handle, temporary = tempfile.mkstemp(dir=pointer.parent, prefix=f".{pointer.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            yaml.safe_dump(content, stream, sort_keys=False)
-        os.replace(temporary, pointer)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomic_text(pointer, yaml.safe_dump(content, sort_keys=False))
 
 
 def track_downloads(sources: dict[str, str], directory: Path = Path(".")) -> list[Path]:

@@ -2,8 +2,8 @@
 
 Plain data, no converters and no heavy imports (no torch, webdataset, numpy, PIL): the workflow reads it
 while parsing (``workflow/rules/data_common.smk``: which sets have public downloads, their file names).
-The converters (``imagenet.py``, ``coco.py``, ``linear_probe_sets.py``) add their ``convert`` function to
-each entry (``evalset_io.spec_from_registry``); ``evalsets.EVAL_SETS`` is the full registry.
+The converters (``imagenet.py``, ``coco.py``, ``linear_probe.py``) add their ``convert`` function to
+each entry (``converter.spec_from_registry``); ``build.EVAL_SETS`` is the full registry.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _imagenetv2(name: str, variant: str, sha256: str, size: int) -> EvalSetSourc
     return EvalSetSource(
         name=name,
         family="imagenet",
-        task="zeroshot_classification",
+        task="zeroshot",
         description=f"ImageNetV2 {variant} (10,000 images, ImageNet's 1000 classes)",
         resources=(Resource(filename, IMAGENETV2_URL.format(file=filename), sha256, size=size),),
         expected_counts={"test": 10_000},
@@ -125,7 +125,7 @@ REGISTRY: dict[str, EvalSetSource] = {
     "imagenet1k": EvalSetSource(
         name="imagenet1k",
         family="imagenet",
-        task="zeroshot_classification",
+        task="zeroshot",
         description="ImageNet-1K (ILSVRC2012) validation: 50,000 images, 1000 classes",
         resources=(
             Resource(IMAGENET_VAL_FILE, None, IMAGENET_VAL_SHA256, size=6_744_924_160, note=_IMAGENET_NOTE),
@@ -137,7 +137,7 @@ REGISTRY: dict[str, EvalSetSource] = {
     "imagenet_r": EvalSetSource(
         name="imagenet_r",
         family="imagenet",
-        task="zeroshot_classification",
+        task="zeroshot",
         description="ImageNet-R: 30,000 renditions of 200 ImageNet classes (labels in the 1000-class space)",
         resources=(Resource("imagenet-r.tar", IMAGENET_R_URL, IMAGENET_R_SHA256, size=2_191_079_936),),
         expected_counts={"test": 30_000},
@@ -145,7 +145,7 @@ REGISTRY: dict[str, EvalSetSource] = {
     "mscoco_karpathy": EvalSetSource(
         name="mscoco_karpathy",
         family="coco",
-        task="zeroshot_retrieval",
+        task="retrieval",
         description="MS-COCO Karpathy 5k test split, 5 captions per image (25,000 captions)",
         resources=(
             Resource(

@@ -44,9 +44,9 @@ import PIL
 from PIL import Image, ImageColor, ImageDraw, ImageFont, features
 
 from rankclip.atomic import temporary_path, write_atomic_text
-from rankclip.data.evalset_layout import SHARD_NAME, write_layout, write_shard_count
-from rankclip.data.shards import check_int, replace_shards
+from rankclip.evalset_layout import SHARD_NAME, write_layout, write_shard_count
 from rankclip.hashing import sha256_file
+from rankclip.shards import check_int, replace_shards
 
 __all__ = [
     "CAPTION_TEMPLATES",
@@ -507,7 +507,7 @@ def make_emoji_corpus(
         },
         "eval": {
             "retrieval": {
-                "task": "zeroshot_retrieval",
+                "task": "retrieval",
                 "root": directory.relative_to(root).as_posix(),
                 "captions_per_image": RETRIEVAL_CAPTIONS_PER_IMAGE,
                 "description": "held-out emoji concepts (with their skin-tone variants): CLDR name and "

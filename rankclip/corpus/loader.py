@@ -107,7 +107,7 @@ class TrainData:
 def open_train_data(train_data: str) -> TrainData:
     """A brace-expanded shard URL, or a data-size subset manifest (``subset-N.json``, see subsets.py)."""
     if train_data.endswith(".json"):
-        from rankclip.data.subsets import manifest_filter, read_manifest
+        from rankclip.corpus.subsets import manifest_filter, read_manifest
 
         manifest = read_manifest(Path(train_data))
         shards = [shard for shard, keys in manifest["shards"].items() if keys]

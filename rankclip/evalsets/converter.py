@@ -1,12 +1,12 @@
 """What every evaluation-set converter shares: verified source files, a staged output folder, the layout.
 
-A converter (``imagenet.py``, ``coco.py``, ``linear_probe_sets.py``; ``evalsets.py`` holds the registry)
+A converter (``imagenet.py``, ``coco.py``, ``linear_probe.py``; ``build.py`` holds the registry)
 turns the published archives of one dataset into the evaluation-set layout (``evalset_layout``), the
 folder ``rankclip eval`` reads (docs/results_schema.md, "Datasets read"), plus ``manifest.json``: what was
 written, from which files (sha256), written last.
 
 Source files (``Resource``) are either given by the user (``archives``: ImageNet has no public URL) or
-downloaded with ``rankclip.data.download`` (resumable ``.part`` files, sha256-verified, atomic rename).
+downloaded with ``rankclip.download`` (resumable ``.part`` files, sha256-verified, atomic rename).
 Every file is checked against its pinned sha256 and, where torchvision publishes one, its md5: a corrupt
 or partial *download* is deleted and fetched again; a *user's* file is never deleted, the error names it.
 
@@ -26,8 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rankclip.data.download import ChecksumError, download
-from rankclip.data.evalset_layout import (
+from rankclip.download import ChecksumError, download
+from rankclip.evalset_layout import (
     LAYOUT_FILES,
     NSHARDS_FILE,
     SHARD_NAME,
@@ -35,9 +35,9 @@ from rankclip.data.evalset_layout import (
     write_layout,
     write_shard_count,
 )
-from rankclip.data.evalset_registry import REGISTRY, Resource
-from rankclip.data.shards import write_shards
+from rankclip.evalsets.registry import REGISTRY, Resource
 from rankclip.hashing import sha256_file
+from rankclip.shards import write_shards
 
 __all__ = [
     "FORMAT_VERSION",
@@ -91,7 +91,7 @@ class EvalSetSpec:
 
 
 def spec_from_registry(name: str, convert: Callable[..., dict], extra: Mapping | None = None) -> EvalSetSpec:
-    """The spec of registered set ``name`` (``evalset_registry.REGISTRY``) with its converter."""
+    """The spec of registered set ``name`` (``registry.REGISTRY``) with its converter."""
     source = REGISTRY[name]
     return EvalSetSpec(
         name=source.name,

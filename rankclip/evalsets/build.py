@@ -11,7 +11,7 @@
 ``make_eval_set(name, out_dir, ...)`` fetches and verifies the set's files (``fetch_eval_files``), converts
 them into a staging folder and swaps it in as ``out_dir`` with a ``manifest.json`` (format
 ``rankclip-eval-set``): the files read (path, sha256, whether the sha256 was pinned), the splits (sample
-counts, shards), the options. See ``evalset_io`` for the layout and the verification rules.
+counts, shards), the options. See ``converter`` for the layout and the verification rules.
 """
 
 from __future__ import annotations
@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from rankclip.atomic import write_atomic_text
-from rankclip.data import coco, imagenet, linear_probe_sets
-from rankclip.data.evalset_io import (
+from rankclip.evalset_layout import DATASET_TYPE_FILE
+from rankclip.evalsets import coco, imagenet, linear_probe
+from rankclip.evalsets.converter import (
     FORMAT_VERSION,
     ConvertOptions,
     EvalSetError,
@@ -34,8 +35,7 @@ from rankclip.data.evalset_io import (
     fetch_resource,
     staged_dataset,
 )
-from rankclip.data.evalset_layout import DATASET_TYPE_FILE
-from rankclip.data.shards import check_int
+from rankclip.shards import check_int
 
 __all__ = ["EVAL_SETS", "check_overrides", "fetch_eval_files", "get_spec", "make_eval_set"]
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MD5 = re.compile(r"[0-9a-f]{32}")
 
-EVAL_SETS: dict[str, EvalSetSpec] = {**imagenet.SETS, **coco.SETS, **linear_probe_sets.SETS}
+EVAL_SETS: dict[str, EvalSetSpec] = {**imagenet.SETS, **coco.SETS, **linear_probe.SETS}
 
 
 def get_spec(name: str) -> EvalSetSpec:
@@ -169,7 +169,7 @@ def make_eval_set(
     torchvision's extracted ones), so a second call downloads nothing. ``labels``: ImageNet's labels file
     instead of the devkit. ``expected_counts`` (split -> count) replaces the published counts the output
     is checked against (``check_counts=False``: no check). ``md5`` also replaces torchvision's own md5
-    checks of those files (``linear_probe_sets``). Everything else: ``fetch_eval_files``.
+    checks of those files (``linear_probe``). Everything else: ``fetch_eval_files``.
     """
     spec = get_spec(name)
     check_int("shard_size", shard_size, 1)
