@@ -55,8 +55,6 @@ def atomic_save(obj: Any, path: Path) -> Path:
         if shutil.disk_usage(path.parent).free < needed:
             raise CheckpointError(_no_space(path, needed)) from error
         raise CheckpointError(f"cannot write checkpoint {path}: {error}") from error
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

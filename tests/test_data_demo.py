@@ -20,10 +20,14 @@ from rankclip.demo_data.shapes import (
     COLOUR_WORDS,
     LINEAR_PROBE_CLASSES,
     SHAPE_WORDS,
+    SPLIT_STREAMS,
+    TWO_OBJECT_PROBABILITY,
     ZEROSHOT_CLASSES,
+    _retrieval_samples,
     make_demo,
     sample_scene,
     scene_captions,
+    unused_caption,
 )
 from rankclip.shards import atomic_tar_writer, write_shards
 
@@ -189,6 +193,48 @@ def test_retrieval_set_has_five_distinct_captions_per_image(corpus):
     assert any(len(a["objects"]) == 2 for _, _, a in rows), "retrieval should include two-object scenes"
 
 
+def test_retrieval_captions_are_unique_across_images_and_only_clashes_are_redrawn():
+    """No exact score tie between two images' captions can decide a hit (issue: 86 shared strings)."""
+    count = 500  # the demo's retrieval set (config/config.yaml: num_eval)
+    samples = list(_retrieval_samples(0, count, 16))
+    captions = [sample["txt"].decode().splitlines() for sample in samples]
+    assert len({c for kept in captions for c in kept}) == 5 * count
+    earlier: set[str] = set()
+    redrawn = 0
+    for index, kept in enumerate(captions):
+        rng = np.random.default_rng([0, SPLIT_STREAMS["retrieval/test"], index])
+        scene = sample_scene(rng, num_objects=2 if rng.random() < TWO_OBJECT_PROBABILITY else 1)
+        assert json.loads(samples[index]["json"]) == scene.to_json()  # the same scenes (and images)
+        plain = scene_captions(scene, rng, 5)
+        for position, (caption, first) in enumerate(zip(kept, plain, strict=True)):
+            if caption != first:  # redrawn: only because the first draw was taken
+                redrawn += 1
+                assert first in earlier or first in kept[:position], (index, first)
+        earlier |= set(kept)
+    assert 0 < redrawn < count  # the plain draws do clash; few captions change
+
+
+def test_unused_caption_tries_other_templates_then_gives_up():
+    scene = sample_scene(np.random.default_rng(0), num_objects=1)
+    template = "a picture of one {colour} {shape}"
+
+    class Taken(set):
+        """Every caption of ``template`` (or, with ``prefix=""``, every caption) is taken."""
+
+        def __init__(self, prefix: str):
+            super().__init__()
+            self.prefix = prefix
+
+        def __contains__(self, caption):
+            return caption.startswith(self.prefix)
+
+    rng = np.random.default_rng(1)
+    assert unused_caption(template, scene, rng, set()).startswith("a picture of one ")
+    other = unused_caption(template, scene, rng, Taken("a picture of one "), tries=3)
+    assert other is not None and not other.startswith("a picture of one ")  # another template
+    assert unused_caption(template, scene, rng, Taken(""), tries=2) is None  # all taken: the caller says so
+
+
 def test_linear_probe_set_has_train_and_test(corpus):
     root, manifest = corpus
     directory = root / "eval" / "linear_probe"
@@ -206,7 +252,7 @@ def test_linear_probe_set_has_train_and_test(corpus):
 def test_manifest_file_matches_returned_manifest(corpus):
     root, manifest = corpus
     assert json.loads((root / "manifest.json").read_text()) == manifest
-    assert manifest["format_version"] == 1 and manifest["seed"] == 3
+    assert manifest["format_version"] == 2 and manifest["seed"] == 3
     for entry in [manifest["train"]] + [
         split for dataset in manifest["eval"].values() for split in dataset["splits"].values()
     ]:

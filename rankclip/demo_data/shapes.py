@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -57,7 +58,7 @@ __all__ = [
     "scene_captions",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: every retrieval caption unique to its image
 
 # Attribute vocabularies. The first word of each tuple is the canonical name (used in class names and
 # the json); the others are synonyms that captions draw from.
@@ -149,6 +150,7 @@ SPLIT_STREAMS = {
     "retrieval/test": 3,
     "linear_probe/train": 4,
     "linear_probe/test": 5,
+    "retrieval/test/redraw": 6,  # a retrieval caption drawn again: it clashed with another image's
 }
 
 _SUPERSAMPLE = 2  # draw at 2x and box-downsample: cheap antialiasing
@@ -271,13 +273,35 @@ def _fill_template(template: str, scene: Scene, rng: np.random.Generator) -> str
     return _ARTICLE.sub("an ", template.format(**words))
 
 
-def scene_captions(scene: Scene, rng: np.random.Generator, count: int) -> list[str]:
-    """``count`` captions of ``scene``, each from a different template, synonyms drawn independently."""
-    templates = SINGLE_TEMPLATES if len(scene.objects) == 1 else PAIR_TEMPLATES
+def _templates(scene: Scene) -> tuple[str, ...]:
+    return SINGLE_TEMPLATES if len(scene.objects) == 1 else PAIR_TEMPLATES
+
+
+def caption_templates(scene: Scene, rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` different caption templates for ``scene``, in a random order."""
+    templates = _templates(scene)
     if not 1 <= count <= len(templates):
         raise ValueError(f"count must be in 1..{len(templates)}, got {count}")
-    chosen = rng.permutation(len(templates))[:count]
-    return [_fill_template(templates[int(t)], scene, rng) for t in chosen]
+    return [templates[int(t)] for t in rng.permutation(len(templates))[:count]]
+
+
+def scene_captions(scene: Scene, rng: np.random.Generator, count: int) -> list[str]:
+    """``count`` captions of ``scene``, each from a different template, synonyms drawn independently."""
+    return [_fill_template(template, scene, rng) for template in caption_templates(scene, rng, count)]
+
+
+def unused_caption(
+    template: str, scene: Scene, rng: np.random.Generator, used: set[str], tries: int = 100
+) -> str | None:
+    """A caption of ``scene`` not in ``used``: from ``template`` if one of ``tries`` draws gives one, else
+    from the scene's other templates (in a random order); None when every draw is taken."""
+    others = [t for t in _templates(scene) if t != template]
+    for candidate in [template, *(others[int(i)] for i in rng.permutation(len(others)))]:
+        for _ in range(tries):
+            caption = _fill_template(candidate, scene, rng)
+            if caption not in used:
+                return caption
+    return None
 
 
 # ------------------------------------------------------------------------------------------ rendering
@@ -485,17 +509,34 @@ def _linear_probe_sample(seed: int, split: str, index: int, image_size: int) -> 
     }
 
 
-def _retrieval_sample(seed: int, index: int, image_size: int) -> dict[str, bytes | str]:
-    rng = _rng(seed, "retrieval/test", index)
-    scene = sample_scene(rng, num_objects=_num_objects(rng))
-    captions = scene_captions(scene, rng, RETRIEVAL_CAPTIONS_PER_IMAGE)
-    image = render_scene(scene, rng, image_size)
-    return {
-        "__key__": f"{index:07d}",
-        "png": _png_bytes(image),
-        "txt": "\n".join(captions).encode("utf-8"),
-        "json": _json_bytes(scene.to_json()),
-    }
+def _retrieval_samples(seed: int, count: int, image_size: int) -> Iterator[dict[str, bytes | str]]:
+    """The retrieval set. Every caption string belongs to one image (COCO's nearly all do), so no exact
+    score tie between two images' captions decides a hit: a caption an earlier image (or this one) already
+    has is drawn again, from the same template first, on the image's own second random stream (the first
+    draws, the images and the captions without a clash are those of the plain per-image stream)."""
+    used: set[str] = set()
+    for index in range(count):
+        rng = _rng(seed, "retrieval/test", index)
+        scene = sample_scene(rng, num_objects=_num_objects(rng))
+        templates = caption_templates(scene, rng, RETRIEVAL_CAPTIONS_PER_IMAGE)
+        captions = [_fill_template(template, scene, rng) for template in templates]
+        image = render_scene(scene, rng, image_size)
+        redraw = _rng(seed, "retrieval/test/redraw", index)
+        for i, template in enumerate(templates):
+            if captions[i] in used:
+                captions[i] = unused_caption(template, scene, redraw, used)
+                if captions[i] is None:
+                    raise ValueError(
+                        f"retrieval image {index}: every caption its scene can have is taken by other images "
+                        "(num_eval too large for the caption vocabulary)"
+                    )
+            used.add(captions[i])
+        yield {
+            "__key__": f"{index:07d}",
+            "png": _png_bytes(image),
+            "txt": "\n".join(captions).encode("utf-8"),
+            "json": _json_bytes(scene.to_json()),
+        }
 
 
 # ------------------------------------------------------------------------------------------ make_demo
@@ -575,7 +616,7 @@ def make_demo(
 
     directory = root / "eval" / "retrieval"
     test = _write_wds_split(
-        (_retrieval_sample(seed, i, image_size) for i in range(num_eval)),
+        _retrieval_samples(seed, num_eval, image_size),
         directory / "test",
         shard_size,
         root,
@@ -586,7 +627,7 @@ def make_demo(
         "task": "retrieval",
         "root": directory.relative_to(root).as_posix(),
         "captions_per_image": RETRIEVAL_CAPTIONS_PER_IMAGE,
-        "description": "training-distribution scenes, 5 captions from 5 different templates",
+        "description": "training-distribution scenes, 5 captions each; no caption string is another image's",
         "splits": {"test": test},
     }
 
