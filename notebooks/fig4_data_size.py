@@ -23,13 +23,13 @@
 results_csv = "../results/demo/tables/results.csv"
 results_dir = "../results/demo/eval"
 out_dir = "../results/demo/report/fig4_data_size"
-runs = {"backbone": "rankclip-tiny-vit", "data_size": 4096, "data_size_backbone": "rankclip-tiny-rn"}
+runs = {"backbone": "rankclip-tiny-rn", "data_size": 4096, "data_size_backbone": "rankclip-tiny-rn"}
 roles = {
     "zeroshot": "shapes",
     "retrieval": "shapes_captions",
     "shift": {"shapes_sketch": "imagenet_r"},
     "linear_probe": {"shapes_texture": "dtd", "fashion_mnist": None},
-    "backbones": {"rankclip-tiny-vit": "ViT-B/32", "rankclip-tiny-rn": "RN50"},
+    "backbones": {"rankclip-tiny-rn": "RN50", "rankclip-tiny-vit": "ViT-B/32"},
     "data_sizes": {2048: 1000000, 4096: 3000000},
 }
 
@@ -58,13 +58,15 @@ outputs = report.ReportOutputs(
 # ## Zero-shot top-1 by training-set size
 
 # %%
-curve = report.data_size_curve(frame, curve_backbone, roles.zeroshot, roles.data_sizes)
+hits = report.load_item_hits(results_dir)  # per-item hits: the 95% intervals of the error bars
+curve = report.data_size_curve(frame, curve_backbone, roles.zeroshot, roles.data_sizes, hits=hits)
 mapping = ", ".join(f"{ours} -> {paper}" for ours, paper in roles.data_sizes.items() if paper)
 outputs.table(
     curve,
     "fig4_data_size",
     f"Fig. 4 (left): zero-shot top-1 (%) by training pairs, {curve_backbone}",
-    f"Keys: method, our size, the paper's size it stands for ({mapping or 'none mapped'}). Paper: ImageNet "
+    f"Keys: method, our size, the paper's size it stands for ({mapping or 'none mapped'}). `top1 low`, "
+    "`top1 high`: our bootstrap 95% interval over test items (seeds pooled). Paper: ImageNet "
     f"top-1 read off Fig. 4 (approximate; RN50); our size is `{report.NOT_RUN}` at the paper's sizes "
     "without a counterpart here (15M needs a 15M-pair source). "
     + report.stand_in_note({roles.zeroshot: "imagenet1k"}),
@@ -103,8 +105,12 @@ ours = curve[(curve["source"] == "ours")].astype({"data_size": int}) if len(curv
 paper = curve[curve["source"] == "paper"].copy()
 ax = axes[0]
 if len(ours):
-    sns.lineplot(ours, x="data_size", y="top1", hue="method", marker="o", ax=ax)
+    for method, line in ours.groupby("method", sort=False):
+        line = line.sort_values("data_size")
+        errors = [line["top1"] - line["top1 low"], line["top1 high"] - line["top1"]]
+        ax.errorbar(line["data_size"], line["top1"], yerr=errors, marker="o", capsize=4, label=method)
     ax.set_xscale("log", base=2)
+    ax.legend(title=None)
 else:
     ax.text(0.5, 0.5, "no data-size runs", ha="center", va="center", transform=ax.transAxes)
 ax.set(title="ours", xlabel="training pairs", ylabel=f"zero-shot top-1, {roles.zeroshot} (%)")
@@ -150,6 +156,7 @@ outputs.figure(
     fig,
     "fig4_data_size",
     "Fig. 4: zero-shot top-1 by training-set size (ours, paper) and shifted vs main top-1",
-    "Right: every run of ours (colour: method, marker: backbone) and the paper's four ViT-B/32 CC3M "
+    "Left: ours, error bars the bootstrap 95% interval over test items (seeds pooled). Right: every run "
+    "of ours (colour: method, marker: backbone) and the paper's four ViT-B/32 CC3M "
     "methods (stars; Tables 1 and 2), with y = x dotted.",
 )

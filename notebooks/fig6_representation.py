@@ -23,13 +23,13 @@
 results_csv = "../results/demo/tables/results.csv"
 results_dir = "../results/demo/eval"
 out_dir = "../results/demo/report/fig6_representation"
-runs = {"backbone": "rankclip-tiny-vit", "data_size": 4096, "data_size_backbone": "rankclip-tiny-rn"}
+runs = {"backbone": "rankclip-tiny-rn", "data_size": 4096, "data_size_backbone": "rankclip-tiny-rn"}
 roles = {
     "zeroshot": "shapes",
     "retrieval": "shapes_captions",
     "shift": {"shapes_sketch": "imagenet_r"},
     "linear_probe": {"shapes_texture": "dtd", "fashion_mnist": None},
-    "backbones": {"rankclip-tiny-vit": "ViT-B/32", "rankclip-tiny-rn": "RN50"},
+    "backbones": {"rankclip-tiny-rn": "RN50", "rankclip-tiny-vit": "ViT-B/32"},
     "data_sizes": {2048: 1000000, 4096: 3000000},
 }
 

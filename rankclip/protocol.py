@@ -53,7 +53,8 @@ KNOWN_REASONS = {
         "training_data": "no network: the rendered shapes corpus (`rankclip data make-demo`)",
         "data_size": f"{DEMO}: thousands of pairs",
         "fig4_sizes": f"{DEMO}: our sizes stand for the paper's (report.data_sizes)",
-        "main_backbone": f"{DEMO}: a tiny ViT",
+        "main_backbone": f"{DEMO}: a tiny ResNet (the tiny ViT hardly learns here; README, 'Which demo "
+        "setting learns')",
         "table4_backbones": f"{DEMO}: a tiny ViT and a tiny ResNet",
         "fig4_backbone": f"{DEMO}: the tiny ResNet in RN50's place",
         "text_tower": f"{DEMO}: a tiny text tower",

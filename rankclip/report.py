@@ -30,7 +30,14 @@ from rankclip.atomic import atomic_path, write_atomic_text
 from rankclip.code_hash import stage_code_hash
 from rankclip.config import ALL_PAIRS, MAIN_RUN, has_main_settings
 from rankclip.eval.results import TASKS, EvalResult, read_result, read_results, results_frame
-from rankclip.eval.uncertainty import mean_interval, paired_delta, seed_spread, unpack_hits
+from rankclip.eval.uncertainty import (
+    mean_interval,
+    paired_delta,
+    percentile_interval,
+    resampled_means,
+    seed_spread,
+    unpack_hits,
+)
 
 ZEROSHOT, RETRIEVAL, LINEAR_PROBE, GAP = TASKS  # the results' task names
 
@@ -587,11 +594,13 @@ def lambda_sweep(
     zeroshot: str,
     retrieval: str,
     method: str = "rankclip",
+    hits: ItemHits | None = None,
 ) -> pd.DataFrame:
     """Fig. 3: zero-shot top-1 and mean R@1 of ``method`` with one lambda swept, the other at 1.
 
     Keys ``swept`` (``lambda_cross`` or ``lambda_in``) and ``lambda``. The paper plots the sweep without
-    printing it; its lambda = 1 point is Table 1's RankCLIP row (top-1, mean of the two R@1)."""
+    printing it; its lambda = 1 point is Table 1's RankCLIP row (top-1, mean of the two R@1). With
+    ``hits`` (``load_item_hits``), our rows get each metric's 95% interval (``interval_percent``)."""
     zs = select(frame, ZEROSHOT, zeroshot, backbone, data_size, unit_lambdas=False)
     ret = select(frame, RETRIEVAL, retrieval, backbone, data_size, unit_lambdas=False)
     parts = []
@@ -599,6 +608,10 @@ def lambda_sweep(
         a = zs[(zs["method"] == method) & _at_main(zs, fixed)]
         b = ret[(ret["method"] == method) & _at_main(ret, fixed)]
         part = mean_percent(a, [swept], ["top1"]).join(mean_percent(b, [swept], ["mean_R@1"]), how="outer")
+        if hits is not None:
+            part = part.join(interval_percent(a, [swept], "top1", hits)).join(
+                interval_percent(b, [swept], "mean_R@1", hits)
+            )
         part.index = pd.MultiIndex.from_tuples(
             [(swept, float(v)) for v in part.index], names=["swept", "lambda"]
         )
@@ -644,20 +657,24 @@ def data_size_curve(
     zeroshot: str,
     data_sizes: dict[int, int | None],
     methods: list[str] | None = None,
+    hits: ItemHits | None = None,
 ) -> pd.DataFrame:
     """Fig. 4 (left): zero-shot top-1 by training-set size, keys ``method``, ``data_size`` (ours, or ``-``)
     and ``paper_data_size`` (the paper's size ``data_sizes`` maps ours to, or ``-``); the paper's points
-    without a counterpart of ours are kept (paper rows only)."""
+    without a counterpart of ours are kept (paper rows only). With ``hits`` (``load_item_hits``), our rows
+    get top-1's 95% interval (``interval_percent``)."""
     rows = select(frame, ZEROSHOT, zeroshot, backbone)
     if methods is None:  # the methods trained at several sizes
         counts = rows.groupby("method")["data_size"].nunique()
         methods = [m for m in counts.index if counts[m] > 1] or list(counts.index)
     rows = rows[rows["method"].isin(methods)]
     ours = mean_percent(rows, ["method", "data_size"], ["top1"])
+    if hits is not None:
+        ours = ours.join(interval_percent(rows, ["method", "data_size"], "top1", hits))
     keyed = {}
-    for (method, size), value in ours["top1"].items():
+    for (method, size), values in ours.iterrows():
         paper_size = data_sizes.get(int(size))
-        keyed[(method, int(size), size_label(paper_size))] = value
+        keyed[(method, int(size), size_label(paper_size))] = values
     paper_rows = {}
     mapped = {v: k for k, v in data_sizes.items() if v is not None}
     for method, curve in PAPER_FIG4.items():
@@ -667,7 +684,7 @@ def data_size_curve(
             size = mapped.get(paper_size, NOT_RUN)
             paper_rows[(method, size, size_label(paper_size))] = value
     names = ["method", "data_size", "paper_data_size"]
-    ours = pd.DataFrame({"top1": pd.Series(keyed, dtype=float)})
+    ours = pd.DataFrame(list(keyed.values()), columns=ours.columns, dtype=float)
     ours.index = pd.MultiIndex.from_tuples(list(keyed), names=names) if keyed else pd.Index([])
     paper = _paper({k: (v,) for k, v in paper_rows.items()}, ["top1"], names)
 
@@ -729,6 +746,55 @@ def robustness_table(
     return compare(ours, paper, method_order([*ours.index, *paper.index]), same=same)
 
 
+ItemHits = dict[tuple[str, str, str], dict[str, np.ndarray]]
+
+
+def load_item_hits(results_dir: Path) -> ItemHits:
+    """(run_id, task, dataset) -> metric -> per-item hits, from every results JSON below ``results_dir``."""
+    return {
+        (result.run_id, result.task, result.dataset): {
+            metric: unpack_hits(packed) for metric, packed in result.item_hits.items()
+        }
+        for result in read_results(results_dir)
+    }
+
+
+def interval_percent(rows: pd.DataFrame, keys: list[str], metric: str, hits: ItemHits) -> pd.DataFrame:
+    """Per group of ``rows`` by ``keys``: the bootstrap 95% interval over test items (percent) of
+    ``metric``, the group's runs (seeds) pooled item by item, as columns ``<metric> low`` and ``<metric>
+    high``; ``mean_R@k`` resamples its two directions independently and averages them. A group whose runs
+    lack per-item hits gets NaN."""
+    directions = (
+        [metric.replace("mean_", f"{d}_") for d in ("image_to_text", "text_to_image")]
+        if metric.startswith("mean_R@")
+        else [metric]
+    )
+    intervals = {}
+    for key, group in rows.groupby(keys, sort=False):
+        key = key[0] if len(keys) == 1 and isinstance(key, tuple) else key
+        per_direction = []
+        for name in directions:
+            found = [
+                hits.get((run, task, dataset), {}).get(name)
+                for run, task, dataset in zip(group["run_id"], group["task"], group["dataset"], strict=True)
+            ]
+            if any(h is None for h in found) or len({len(h) for h in found}) != 1:
+                per_direction = []
+                break
+            per_direction.append(resampled_means(np.stack(found)))
+        if per_direction:
+            low, high = percentile_interval(np.mean(per_direction, axis=0))
+            intervals[key] = (100 * low, 100 * high)
+        else:
+            intervals[key] = (np.nan, np.nan)
+    table = pd.DataFrame.from_dict(intervals, orient="index", columns=[f"{metric} low", f"{metric} high"])
+    if len(keys) > 1:
+        table.index = pd.MultiIndex.from_tuples(list(intervals), names=keys)
+    else:
+        table.index = pd.Index(list(intervals), name=keys[0])
+    return table
+
+
 def uncertainty_table(
     results_dir: Path,
     backbone: str,
@@ -772,6 +838,25 @@ def uncertainty_table(
                     "excludes 0": bool(delta.excludes_zero) if delta else None,
                 }
             )
+    return pd.DataFrame(rows)
+
+
+def table1_uncertainty(uncertainty: pd.DataFrame, reference: str = "clip") -> pd.DataFrame:
+    """Table 1 with its uncertainty, from an ``uncertainty_table`` of its metrics: per method a row
+    ``mean ± sd`` (over its seeds, percent) and, but for ``reference``, a row ``delta vs <reference>``
+    (paired difference [95% interval], ``*`` where it excludes 0); one column per benchmark, plus
+    ``seeds``."""
+    delta = f"delta vs {reference}"
+    rows = []
+    for method, part in uncertainty.groupby("method", sort=False):
+        spread = {"method": method, "row": "mean ± sd", "seeds": int(part["seeds"].max())}
+        differences = {"method": method, "row": f"{delta} [95%]", "seeds": int(part["seeds"].max())}
+        for _, row in part.iterrows():
+            spread[row["benchmark"]] = f"{row['mean']:.2f} ± {row['std']:.2f}"
+            differences[row["benchmark"]] = row[delta]
+        rows.append(spread)
+        if method != reference:
+            rows.append(differences)
     return pd.DataFrame(rows)
 
 

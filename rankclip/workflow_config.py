@@ -80,6 +80,22 @@ def name_problems(config: dict[str, Any], models: set[str] | None = None) -> lis
         check("report.robustness", [report["robustness"]], zeroshot, "evaluated with zeroshot")
     check("report.linear_probe", report.get("linear_probe", {}), datasets, "in eval.datasets")
     check("report.backbones", report.get("backbones", {}), models, "an open_clip model")
+    return problems + list_overlaps(config)
+
+
+def list_overlaps(config: dict[str, Any]) -> list[str]:
+    """Benchmarks listed twice for one run: each of eval.every_run, main_runs and backbone_runs is one
+    evaluation process per run that writes its benchmarks' results, so no file may come from two lists
+    (main_runs and backbone_runs share one only when the main backbone is in runs.backbones too)."""
+    evals, runs = config["eval"], config["runs"]
+    pairs = [("every_run", "main_runs"), ("every_run", "backbone_runs")]
+    if runs["backbone"] in runs.get("backbones", []):
+        pairs.append(("main_runs", "backbone_runs"))
+    problems = []
+    for first, second in pairs:
+        both = [pair for pair in evals.get(second, []) if pair in evals.get(first, [])]
+        if both:
+            problems.append(f"eval.{second}: {', '.join(both)} already in eval.{first} (list it once)")
     return problems
 
 

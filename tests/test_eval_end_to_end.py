@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -261,7 +262,9 @@ def test_cli_writes_valid_json_for_every_task(checkpoint, demo, shared_cache, tm
         "0",
     ]
     out = tmp_path / "results"
-    assert cli("zeroshot", *common, "--dataset", str(demo / "zeroshot"), "--out", str(out / "zs.json")) == 0
+    zeroshot_args = ["--dataset", str(demo / "zeroshot"), "--dataset-name", "shapes"]
+    zeroshot_args += ["--out", str(out / "zs.json")]
+    assert cli("zeroshot", *common, *zeroshot_args) == 0
     assert (
         cli("retrieval", *common, "--dataset", str(demo / "retrieval"), "--out", str(out / "ret.json")) == 0
     )
@@ -285,10 +288,10 @@ def test_cli_writes_valid_json_for_every_task(checkpoint, demo, shared_cache, tm
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 2 * 60 and {r["modality"] for r in rows} == {"image", "text"}
     assert all(np.isfinite(float(r["x"])) and np.isfinite(float(r["y"])) for r in rows)
-    assert "zeroshot on zeroshot" in capsys.readouterr().out
+    assert "zeroshot on shapes" in capsys.readouterr().out
 
     every = [
-        "--zeroshot", str(demo / "zeroshot"), str(demo / "zeroshot_shift"),
+        "--zeroshot", f"shapes={demo / 'zeroshot'}", str(demo / "zeroshot_shift"),
         "--retrieval", str(demo / "retrieval"),
         "--linear-probe", str(demo / "linear_probe"),
         "--epochs", "2", "--umap-max-pairs", "60",
@@ -299,10 +302,16 @@ def test_cli_writes_valid_json_for_every_task(checkpoint, demo, shared_cache, tm
         "gap-retrieval.json",
         "linear_probe-linear_probe.json",
         "retrieval-retrieval.json",
-        "zeroshot-zeroshot.json",
+        "zeroshot-shapes.json",
         "zeroshot-zeroshot_shift.json",
     ]
     assert all(read_result(out / "all" / name) for name in written)
+    # one process for several benchmarks writes what one process per benchmark writes (all but the clock)
+    for name, alone in (("zeroshot-shapes.json", "zs.json"), ("retrieval-retrieval.json", "ret.json")):
+        together, single = (json.loads(path.read_text()) for path in (out / "all" / name, out / alone))
+        assert together.pop("created_at") != single.pop("created_at")
+        assert together.pop("duration_s") > 0 and single.pop("duration_s") > 0
+        assert together == single
     # the UMAP projection is seeded: the same table from `gap` and from `all`
     assert (out / "all" / "gap-retrieval.umap.csv").read_text() == table.read_text()
 

@@ -33,6 +33,10 @@ EXPECTED = {
             "uncertainty": {
                 "method": ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
             },
+            "table1_uncertainty": {
+                "method": ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"],
+                "row": ["mean ± sd", "delta vs clip [95%]"],
+            },
         },
         "figures": ["tables_overview", "table4_backbones"],
     },

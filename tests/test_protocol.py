@@ -81,7 +81,7 @@ def test_the_demo_differs_with_a_reason_for_each_difference():
     assert not ({"global_batch", "optimizer", "weight_decay", "linear_probe_protocol"} & differs)
     for key in differs:
         assert rows[key]["reason"], f"{key} differs without a reason"
-    assert "CPU demo scale" in rows["epochs"]["reason"] and rows["epochs"]["ours"] == "5"
+    assert "CPU demo scale" in rows["epochs"]["reason"] and rows["epochs"]["ours"] == "3"
     assert rows["precision"]["ours"].startswith("auto (fp32") and "no GPU" in rows["precision"]["reason"]
     assert rows["zeroshot_benchmark"]["ours"] == "shapes (stand-in for ImageNet1K)"
     assert rows["weight_decay"]["ours_from"] == "default" and rows["epochs"]["ours_from"] == "config"

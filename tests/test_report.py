@@ -475,3 +475,106 @@ def test_collapsed_methods_are_those_whose_both_modalities_point_one_way():
     assert report.collapsed_methods(gap) == ["cyclip"]  # clip: its texts are spread, not collapsed
     assert report.collapsed_methods(gap, threshold=0.5) == ["cyclip", "clip", "rankclip"]
     assert report.collapsed_methods(gap, threshold=1.0) == []
+
+
+def _with_hits(paths, choose) -> None:
+    """Give each synthetic result the hits ``choose(result)`` returns (metric -> hits; None: keep its own)."""
+    from rankclip.eval.results import write_result
+    from rankclip.eval.uncertainty import pack_hits
+
+    for path in paths:
+        result = read_result(path)
+        hits = choose(result)
+        if hits is not None:
+            packed = {metric: pack_hits(values) for metric, values in hits.items()}
+            write_result(result.model_copy(update={"item_hits": packed}), path)
+
+
+def test_interval_percent_pools_seeds_per_item_and_averages_the_two_directions(tmp_path):
+    from synthetic_results import demo_runs
+
+    from rankclip.eval.uncertainty import mean_interval
+
+    runs = [run | dict(seed=seed) for seed in (0, 1) for run in demo_runs(["clip", "rankclip"])]
+    paths = write_synthetic_results(tmp_path, runs=runs)
+    rng = np.random.default_rng(3)
+    drawn = {(m, s): rng.random(300) < 0.4 for m in ("clip", "rankclip") for s in (0, 1)}
+
+    def choose(result):
+        if result.task == "zeroshot" and result.dataset == "shapes":
+            return {"top1": drawn[(result.method, result.seed)]} if result.method == "clip" else {}
+        if result.task == "retrieval":  # both directions the same hits: mean R@1's interval is theirs
+            same = drawn[(result.method, result.seed)]
+            return {"image_to_text_R@1": same, "text_to_image_R@1": same}
+        return None
+
+    _with_hits(paths, choose)
+    hits = report.load_item_hits(tmp_path)
+    frame = report.collect(tmp_path)
+    zeroshot = report.select(frame, "zeroshot", "shapes", BACKBONE, DATA_SIZE)
+    table = report.interval_percent(zeroshot, ["method"], "top1", hits)
+    expected = mean_interval(np.stack([drawn[("clip", 0)], drawn[("clip", 1)]]))
+    assert tuple(table.loc["clip"]) == pytest.approx(tuple(100 * v for v in expected))
+    assert table.loc["rankclip"].isna().all()  # no per-item hits: no interval
+    retrieval = report.select(frame, "retrieval", "shapes_captions", BACKBONE, DATA_SIZE)
+    mean_r1 = report.interval_percent(retrieval, ["method"], "mean_R@1", hits)
+    one_way = report.interval_percent(retrieval, ["method"], "image_to_text_R@1", hits)
+    assert mean_r1.to_numpy() == pytest.approx(one_way.to_numpy())
+    assert list(mean_r1.columns) == ["mean_R@1 low", "mean_R@1 high"]
+
+
+def test_sweep_and_curve_carry_intervals_around_their_values(results_dir, frame, roles):
+    """With every hit made 1 for one seed-pooled point, its interval is [100, 100]; the others bracket
+    their value."""
+    paths = sorted(results_dir.rglob("*.json"))
+    copy = results_dir.parent / "with_hits"
+    import shutil
+
+    shutil.copytree(results_dir, copy)
+    rng = np.random.default_rng(1)
+
+    def choose(result):
+        if result.task == "zeroshot":
+            return {"top1": rng.random(200) < result.metrics["top1"]}
+        if result.task == "retrieval":
+            return {f"{d}_R@1": rng.random(200) < 0.3 for d in ("image_to_text", "text_to_image")}
+        return None
+
+    _with_hits(sorted(copy.rglob("*.json")), choose)
+    assert paths  # the shared results stay as they were
+    hits = report.load_item_hits(copy)
+    sweep = report.lambda_sweep(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions", hits=hits)
+    ours = sweep[sweep["source"] == "ours"]
+    for metric in ("top1", "mean_R@1"):
+        assert (ours[f"{metric} low"] <= ours[f"{metric} high"]).all()
+        assert ours[f"{metric} low"].notna().all()
+    curve = report.data_size_curve(frame, OTHER_BACKBONE, "shapes", roles.data_sizes, hits=hits)
+    ours = curve[curve["source"] == "ours"]
+    assert ours["top1 low"].notna().all() and (ours["top1 low"] <= ours["top1 high"]).all()
+    paper = curve[curve["source"] == "paper"]
+    assert paper["top1 low"].isna().all()
+
+
+def test_table1_uncertainty_has_a_spread_row_and_a_delta_row_per_method():
+    long = pd.DataFrame(
+        [
+            {"benchmark": "shapes top1", "method": "clip", "seeds": 3, "mean": 20.0, "std": 1.25,
+             "delta vs clip": "-"},
+            {"benchmark": "shapes top1", "method": "rankclip", "seeds": 3, "mean": 22.5, "std": 0.5,
+             "delta vs clip": "+2.50 [+0.40, +4.60] *"},
+            {"benchmark": "captions image_to_text_R@1", "method": "clip", "seeds": 3, "mean": 9.0, "std": 2.0,
+             "delta vs clip": "-"},
+            {"benchmark": "captions image_to_text_R@1", "method": "rankclip", "seeds": 3, "mean": 8.0,
+             "std": 1.0, "delta vs clip": "-1.00 [-3.00, +1.00]"},
+        ]
+    )  # fmt: skip
+    table = report.table1_uncertainty(long)
+    assert table[["method", "row"]].values.tolist() == [
+        ["clip", "mean ± sd"],
+        ["rankclip", "mean ± sd"],
+        ["rankclip", "delta vs clip [95%]"],
+    ]
+    assert table.loc[1, "shapes top1"] == "22.50 ± 0.50"
+    assert table.loc[2, "shapes top1"] == "+2.50 [+0.40, +4.60] *"
+    assert table.loc[2, "captions image_to_text_R@1"] == "-1.00 [-3.00, +1.00]"
+    assert set(table["seeds"]) == {3}

@@ -4,8 +4,12 @@
     rankclip eval retrieval    --checkpoint run/model.pt --dataset data/eval/mscoco --out r/coco.json
     rankclip eval linear_probe --checkpoint run/model.pt --dataset data/eval/cifar10 --out r/c10.json
     rankclip eval gap          --checkpoint run/model.pt --dataset data/eval/mscoco --out r/gap.json
-    rankclip eval all          --checkpoint run/model.pt --zeroshot D1 D2 --retrieval D3 --linear-probe D4 \\
-                               --out-dir r/
+    rankclip eval all          --checkpoint run/model.pt --zeroshot D1 in1k=D2 --retrieval D3 \\
+                               --linear-probe D4 --out-dir r/
+
+``all`` loads the model once and writes the same files as the one-task commands (``<task>-<name>.json``;
+``NAME=DIR`` names a dataset, else its folder's name does): the workflow runs one such process per run
+and benchmark list.
 
 The main ``rankclip`` command wires it with ``add_eval_parser(subcommands)`` and ``run_eval(args)``.
 """
@@ -17,6 +21,16 @@ import sys
 from pathlib import Path
 
 __all__ = ["add_eval_parser", "run_eval"]
+
+
+def named_dataset(value: str) -> tuple[str | None, Path]:
+    """``NAME=DIR`` or ``DIR`` (a dataset folder, named in the results by ``NAME`` or by default)."""
+    name, sep, folder = value.partition("=")
+    if not sep or "/" in name:
+        return None, Path(value)
+    if not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR or DIR, got {value!r}")
+    return name, Path(folder)
 
 
 def _common_parser() -> argparse.ArgumentParser:
@@ -142,11 +156,15 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     _gap_args(gap)
 
     every = tasks.add_parser("all", parents=[common], help="every task on the given datasets")
-    every.add_argument("--zeroshot", type=Path, nargs="*", default=[], metavar="DIR")
-    every.add_argument("--retrieval", type=Path, nargs="*", default=[], metavar="DIR")
-    every.add_argument("--linear-probe", type=Path, nargs="*", default=[], metavar="DIR")
+    for task in ("zeroshot", "retrieval", "linear-probe"):
+        every.add_argument(f"--{task}", type=named_dataset, nargs="*", default=[], metavar="[NAME=]DIR")
     every.add_argument(
-        "--gap", type=Path, nargs="*", default=None, metavar="DIR", help="default: --retrieval"
+        "--gap",
+        type=named_dataset,
+        nargs="*",
+        default=None,
+        metavar="[NAME=]DIR",
+        help="default: --retrieval",
     )
     every.add_argument("--out-dir", type=Path, required=True, help="writes <task>-<dataset>.json here")
     _zeroshot_args(every)
@@ -212,27 +230,31 @@ def _run_all(args, evaluator) -> None:
     if not (args.zeroshot or args.retrieval or args.linear_probe or args.gap):
         raise ValueError("eval all: give at least one of --zeroshot, --retrieval, --linear-probe, --gap")
     out_dir: Path = args.out_dir
-    for dataset in args.zeroshot:
+    for name, dataset in args.zeroshot:
         result = evaluator.zeroshot(
-            dataset, ks=args.top_k, templates=args.templates, class_subset=args.class_subset, ties=args.ties
+            dataset,
+            ks=args.top_k,
+            templates=args.templates,
+            class_subset=args.class_subset,
+            ties=args.ties,
+            dataset_name=name,
         )
         _write(result, out_dir / f"zeroshot-{result.dataset}.json")
-    for dataset in args.retrieval:
-        result = evaluator.retrieval(dataset, ks=args.recall_k, ties=args.ties)
+    for name, dataset in args.retrieval:
+        result = evaluator.retrieval(dataset, ks=args.recall_k, ties=args.ties, dataset_name=name)
         _write(result, out_dir / f"retrieval-{result.dataset}.json")
-    for dataset in args.linear_probe:
-        result = evaluator.linear_probe(dataset, config=_probe_config(args))
+    for name, dataset in args.linear_probe:
+        result = evaluator.linear_probe(dataset, config=_probe_config(args), dataset_name=name)
         _write(result, out_dir / f"linear_probe-{result.dataset}.json")
-    for dataset in args.retrieval if args.gap is None else args.gap:
-        name = Path(dataset).resolve().name
-        out = out_dir / f"gap-{name}.json"
-        umap_path = out.with_suffix(".umap.csv") if args.umap else None
+    for name, dataset in args.retrieval if args.gap is None else args.gap:
+        out = out_dir / f"gap-{name or Path(dataset).resolve().name}.json"
         result = evaluator.gap(
             dataset,
-            umap_path=umap_path,
+            umap_path=out.with_suffix(".umap.csv") if args.umap else None,
             artifacts_dir=out_dir,
             max_pairs=args.umap_max_pairs,
             seed=args.umap_seed,
+            dataset_name=name,
             examples_path=_examples_path(args, out),
             num_examples=args.examples,
             examples_seed=args.examples_seed,

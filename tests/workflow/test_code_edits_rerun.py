@@ -16,12 +16,13 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# One run, 8 evaluations (tests/workflow/test_resume.py's tiny config)
+# One run, evaluated by two processes: every run's benchmarks and the main runs' (test_resume.py's config)
 TINY = {
     "name": "tiny",
     "data": {"demo": {"num_train": 512, "num_eval": 64, "shard_size": 256}},
     "runs": {
         "methods": ["rankclip"],
+        "main_seeds": None,
         "data_size": 512,
         "backbones": [],
         "data_sizes": [],
@@ -31,6 +32,7 @@ TINY = {
 }
 DATA_RULES = {"demo_corpus", "emoji_corpus", "fashion_mnist", "subset"}
 REPORT_RULES = {"tables": 1, "notebook": 6, "report": 1, "all": 1}
+EVALUATIONS = {"evaluate_every_run": 1, "evaluate_main_runs": 1}
 
 
 def copy_repo(dest: Path) -> Path:
@@ -108,9 +110,9 @@ def test_an_edit_reruns_the_jobs_of_its_stage_and_their_consumers(tmp_path):
     assert scheduled(repo) == REPORT_RULES
 
     edit(repo, "rankclip/eval/metrics.py")  # evaluation: every evaluation and the report, no training
-    assert scheduled(repo) == {"evaluate": 8} | REPORT_RULES
+    assert scheduled(repo) == EVALUATIONS | REPORT_RULES
 
     edit(repo, "rankclip/losses.py")  # training: the run and everything downstream, no data
     counts = scheduled(repo)
-    assert counts == {"train": 1, "evaluate": 8} | REPORT_RULES
+    assert counts == {"train": 1} | EVALUATIONS | REPORT_RULES
     assert not DATA_RULES & set(counts)

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,22 +53,25 @@ def test_demo_dag(workdir):
     result = dry_run(workdir)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    # 6 methods + 2 backbone runs + 2 data-size runs + 1+1 extra lambda runs (lambda 1 is the main run)
-    runs = 6 + 2 + 2 + 2
-    # every run: 3 benchmarks; the 6 main runs: 5 more; the 2 backbone runs: 2 linear probes more
-    evaluations = runs * 3 + 6 * 5 + 2 * 2
+    # 6 methods x 3 seeds + 2 backbone runs + 2 data-size runs + 1+1 extra lambda runs (lambda 1 and the
+    # data-size curve's main size are main runs)
+    runs = 6 * 3 + 2 + 2 + 2
+    # one evaluation process per run and list: every run (3 benchmarks), the 18 main runs (5 more), the 2
+    # backbone runs (2 linear probes more)
     assert counts == {
         "demo_corpus": 1,
         "emoji_corpus": 1,
         "fashion_mnist": 1,
         "subset": 2,  # 4096 (main) and 2048
         "train": runs,
-        "evaluate": evaluations,
+        "evaluate_every_run": runs,
+        "evaluate_main_runs": 6 * 3,
+        "evaluate_backbone_runs": 2,
         "tables": 1,
         "notebook": 6,  # notebooks/*.py: tables, Figs. 3, 4, 5, 6, 7
         "report": 1,
         "all": 1,
-        "total": 5 + runs + evaluations + 2 + 7,
+        "total": 5 + runs + runs + 18 + 2 + 2 + 7,
     }
 
 
@@ -86,9 +90,10 @@ def test_paper_dag(workdir):
     assert counts["fetch_eval_file"] == 20
     # one job DVC-tracks the 22 downloads of record (URL list, shards, the 20 files): DVC locks the repo
     assert counts["track_downloads"] == 1
-    # every run: ImageNet, ImageNet-R, COCO; the 6 main runs also V2 x 3, 10 linear probes, the gap;
-    # the 2 RN50 runs also the 10 linear probes (Table 4's average)
-    assert counts["evaluate"] == counts["train"] * 3 + 6 * 14 + 2 * 10
+    # one evaluation process per run and list: every run (ImageNet, ImageNet-R, COCO); the 6 main runs
+    # (V2 x 3, 10 linear probes, the gap); the 2 RN50 runs (the 10 linear probes of Table 4's average)
+    assert counts["evaluate_every_run"] == counts["train"]
+    assert counts["evaluate_main_runs"] == 6 and counts["evaluate_backbone_runs"] == 2
 
 
 def test_paper_dag_without_captions_trains_on_the_web_shards(workdir):
@@ -109,6 +114,10 @@ def test_paper_dag_without_captions_trains_on_the_web_shards(workdir):
         (lambda c: c["train"].update(loss="clip"), "loss"),
         (lambda c: c.update(extra_key=1), "extra_key"),
         (lambda c: c["resources"]["train"].update(gpu=-1), "gpu"),
+        (
+            lambda c: c["eval"]["main_runs"].append("zeroshot:shapes"),
+            "eval.main_runs: zeroshot:shapes already in eval.every_run",
+        ),
     ],
 )
 def test_bad_config_is_rejected_with_the_field_named(workdir, edit, message):
@@ -149,10 +158,12 @@ def test_paper_table1_target_trains_and_evaluates_only_table1s_runs(workdir):
     result = dry_run(workdir, "table1", "--configfile", str(workdir / "config" / "paper.yaml"))
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    # the 6 main runs on ImageNet-1K and COCO; the data they need (no V2/R, no linear-probe sets)
-    assert counts["train"] == 6 and counts["evaluate"] == 6 * 2 and counts["table1"] == 1
+    # the 6 main runs on the every-run benchmarks (ImageNet-1K, ImageNet-R, COCO: one process each), and
+    # the data they need (no V2, no linear-probe sets)
+    assert counts["train"] == 6 and counts["evaluate_every_run"] == 6 and counts["table1"] == 1
     assert counts["subset"] == 1 and counts["imagenet_val"] == counts["mscoco_karpathy"] == 1
-    for absent in ("notebook", "report", "tables", "imagenet_shift", "linear_probe_set", "all"):
+    assert counts["imagenet_shift"] == 1  # ImageNet-R
+    for absent in ("notebook", "report", "tables", "linear_probe_set", "evaluate_main_runs", "all"):
         assert absent not in counts
 
 
@@ -203,8 +214,8 @@ def test_linear_probe_protocol_comes_from_the_config(workdir):
         shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
         commands[probe] = [line for line in shell if line.startswith("rankclip eval ")]
     for probe, lines in commands.items():
-        probes = [line for line in lines if line.startswith("rankclip eval linear_probe ")]
-        assert len(probes) == 6 * 2 + 2 * 2 and all(f" --probe {probe} " in line for line in probes)
+        probes = [line for line in lines if " --linear-probe " in line]
+        assert len(probes) == 6 * 3 + 2 and all(f" --probe {probe} " in line for line in probes)
         assert not any("--probe" in line for line in lines if line not in probes)
 
 
@@ -219,10 +230,12 @@ def test_task_names_agree_across_schema_workflow_cli_and_results():
         for key in ("every_run", "main_runs", "backbone_runs")
     }
     assert patterns == {f"^({'|'.join(TASKS)}):[A-Za-z0-9_-]+$"}
-    assert f'task="{"|".join(TASKS)}"' in (REPO / "workflow" / "rules" / "eval.smk").read_text()
     for task in TASKS:
         args = ["eval", task, "--checkpoint", "m.pt", "--dataset", "d", "--out", "o"]
         assert build_parser().parse_args(args).eval_command == task
+        # the workflow's one process per list: `eval all --<task>` (dashed) NAME=DIR ...
+        args = ["eval", "all", "--checkpoint", "m.pt", f"--{task.replace('_', '-')}", "x=d", "--out-dir", "o"]
+        assert getattr(build_parser().parse_args(args), task) == [("x", Path("d"))]
 
 
 def test_probe_names_agree_across_schema_cli_and_library(capsys):
@@ -257,7 +270,9 @@ def test_the_proposed_ablations_are_one_config_line_each(workdir):
     assert {f"rankclip__ViT-B-32__nall__lc1.0__li1.0__ls{scale}__s0" for scale in (0.0625, 0.015625)} <= runs
     assert {f"{method}__RN101__nall__lc1.0__li1.0__ls0.03125__s0" for method in ("clip", "rankclip")} <= runs
     # a list-scale run is no main run: the every-run benchmarks only (RN101: Table 4's linear probes too)
-    assert job_counts(result.stdout)["evaluate"] == 170 + 2 * 3 + 2 * (3 + 10)
+    counts = job_counts(result.stdout)
+    assert counts["evaluate_every_run"] == len(runs) and counts["evaluate_main_runs"] == 6
+    assert counts["evaluate_backbone_runs"] == 2 + 2
     assert "--list-scale 0.0625" in result.stdout
 
 
@@ -274,3 +289,47 @@ def test_a_download_smaller_than_a_requested_size_stops_the_dag_naming_both(work
     assert "runs.data_sizes: 750,000" not in output  # fits
     summary.write_text(json.dumps({"successes": 2_600_000, "total": 3_318_333}))
     assert dry_run(workdir, "--configfile", str(workdir / "config" / "paper.yaml")).returncode == 0
+
+
+def test_one_evaluation_process_per_run_and_list_with_the_umap_for_the_lowest_seed_only(workdir):
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--printshellcmds", "--directory", str(workdir), "--snakefile",
+         str(REPO / "workflow" / "Snakefile")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
+    commands = [line for line in shell if line.startswith("rankclip eval all ")]
+    gaps = [line for line in commands if "--gap shapes_captions=" in line]
+    assert len(gaps) == 6 * 3
+    for line in gaps:  # Fig. 6 draws the lowest seed's UMAP: the others skip the projection
+        assert ("--no-umap" in line) == (re.search(r"__s(\d+)/model.pt", line)[1] != "0")
+    every = [line for line in commands if "--zeroshot shapes=" in line]
+    assert len(every) == 24 and all(line.split(" --gap")[1].startswith(" --out-dir") for line in every)
+
+
+def test_study_config_trains_the_six_methods_over_its_seeds_and_one_run_trains(workdir):
+    """config/study.yaml (an overlay on the demo): Table 1's six methods x 12 seeds, nothing else; and one
+    of its runs trains a few steps (its flags, on a 512-pair corpus for one epoch: 2 steps of 256)."""
+    shutil.copy(REPO / "config" / "study.yaml", workdir / "config" / "study.yaml")
+    study = ["--configfile", str(workdir / "config" / "study.yaml")]
+    result = dry_run(workdir, *study)
+    assert result.returncode == 0, result.stderr
+    counts = job_counts(result.stdout)
+    assert counts["train"] == 6 * 12 and counts["evaluate_every_run"] == counts["evaluate_main_runs"] == 72
+    assert "evaluate_backbone_runs" not in counts and counts["subset"] == 1
+    small = workdir / "config" / "small.yaml"
+    sizes = {"demo": {"num_train": 512, "num_eval": 32, "shard_size": 128}}  # a shard per reader
+    small.write_text(yaml.safe_dump({"data": sizes, "train": {"epochs": 1}, "runs": {"data_size": 512}}))
+    run_dir = "results/study/runs/rankclip__rankclip-tiny-rn__n512__lc1.0__li1.0__ls0.03125__s11"
+    snakefile = str(REPO / "workflow" / "Snakefile")
+    result = subprocess.run(
+        [*SNAKEMAKE, f"{run_dir}/model.pt", "--cores", "2", "--directory", str(workdir), "--snakefile",
+         snakefile, *study, str(small)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    checkpoint = torch.load(workdir / run_dir / "model.pt", map_location="cpu", weights_only=True)
+    assert checkpoint["step"] == 2 and checkpoint["data_size"] == 512
+    config = checkpoint["config"]
+    assert (config["batch_size"], config["seed"], config["warmup_steps"]) == (256, 11, 200)

@@ -20,7 +20,8 @@ ENV_FILES = sorted((REPO / "envs").glob("*.yaml"))
 LOCK = REPO / "envs" / "lock.txt"
 PROJECT = "rankclip-repro"
 # rule -> env: the web and caption stages need their own packages; tables share the report's env
-RULE_ENVS = {"web_shards": "web", "captions": "captions", "train": "train", "evaluate": "eval"}
+RULE_ENVS = {"web_shards": "web", "captions": "captions", "train": "train"}
+RULE_ENVS |= {f"evaluate_{name}": "eval" for name in ("every_run", "main_runs", "backbone_runs")}
 RULE_ENVS |= {rule: "report" for rule in ("tables", "notebook", "report")}
 # what the rules of each env import beyond the base (the point of the split, named once more here)
 ENV_IMPORTS = {

@@ -16,8 +16,17 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
+import yaml
 from PIL import Image, ImageStat
-from synthetic_results import BACKBONE, DATA_SIZE, PAPER_NAMES, PAPER_ROLES, ROLES, write_synthetic_results
+from synthetic_results import (
+    BACKBONE,
+    DATA_SIZE,
+    OTHER_BACKBONE,
+    PAPER_NAMES,
+    PAPER_ROLES,
+    ROLES,
+    write_synthetic_results,
+)
 from test_snakemake_report import build_snakemake_report
 
 from rankclip import report
@@ -216,6 +225,10 @@ def workflow_run(tmp_path_factory):
         shutil.copytree(REPO / name, repo / name)
     for name in ("config", "profiles"):
         shutil.copytree(REPO / name, work / name)
+    # the runs that tests/synthetic_results.py fabricates: one seed, the ViT as main backbone
+    config = yaml.safe_load((work / "config" / "config.yaml").read_text())
+    config["runs"] |= dict(backbone=BACKBONE, main_seeds=None, backbones=[OTHER_BACKBONE])
+    (work / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     command = [*SNAKEMAKE, "--snakefile", str(repo / "workflow" / "Snakefile"), "--directory", str(work)]
 
@@ -230,14 +243,15 @@ def workflow_run(tmp_path_factory):
     evaluations = set()
     for line in summary[summary.index(next(s for s in summary if s.startswith("output_file"))) + 1 :]:
         output, _, rule = line.split("\t")[:3]
-        if rule == "evaluate":
+        if rule.startswith("evaluate_"):
             evaluations.add(output)
         elif rule not in ("tables", "notebook", "report"):
             (work / output).parent.mkdir(parents=True, exist_ok=True)
             (work / output).touch()
     written = write_synthetic_results(work / "results" / "demo" / "eval")
     assert {str(path.relative_to(work)) for path in written} == evaluations
-    snakemake("--cores", "1", "--touch", "--until", "evaluate")  # upstream mtimes in DAG order
+    evaluate = ["evaluate_every_run", "evaluate_main_runs", "evaluate_backbone_runs"]
+    snakemake("--cores", "1", "--touch", "--until", *evaluate)  # upstream mtimes in DAG order
     plan = snakemake("-n", "--quiet", "rules")
     assert job_counts(plan.stdout) == {"tables": 1, "notebook": 6, "report": 1, "all": 1, "total": 9}
     started = time.monotonic()

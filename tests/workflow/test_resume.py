@@ -24,6 +24,7 @@ TINY = {
     "train": {"epochs": 12, "batch_size": 64, "checkpoint_every_steps": 4, "log_every_steps": 4},
     "runs": {
         "methods": ["rankclip"],
+        "main_seeds": None,
         "data_size": 512,
         "backbones": [],
         "data_sizes": [],

@@ -49,6 +49,7 @@ TINY = {
         "backbone": "rankclip-tiny-vit",
         "data_size": 512,
         "seeds": [0],
+        "main_seeds": None,
         "backbones": [],
         "backbone_methods": [],
         "data_sizes": [],
@@ -70,7 +71,7 @@ TINY = {
 TARGET = "table1"
 RESULTS_CSV = "results/tiny/targets/table1/results.csv"
 # The jobs SLURM runs: demo_corpus and table1 are local rules, run by the submitting Snakemake.
-SUBMITTED = {"rule_subset": 1, "rule_train": 2, "group_eval_evaluate": 2}
+SUBMITTED = {"rule_subset": 1, "rule_train": 2, "group_eval_evaluate_every_run": 2}
 # Provenance, not results: when, how long, where, and the code's tree hash (another checkout may be
 # edited while the two runs happen).
 NOT_COMPARED = ["created_at", "duration_s", "checkpoint_path", "dataset_path", "code_version"]

@@ -26,7 +26,8 @@ from snakemake_executor_plugin_slurm_jobstep import get_cpu_setting, get_gpu_set
 REPO = Path(__file__).resolve().parents[2]
 PAPER = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
 # The rules that may ask for GPUs: training, evaluation (embeddings) and ALIP's neural captioner.
-GPU_RULES = {"train", "evaluate", "captions"}
+EVAL_RULES = {"evaluate_every_run", "evaluate_main_runs", "evaluate_backbone_runs"}
+GPU_RULES = {"train", "captions", *EVAL_RULES}
 
 
 def paper_runs() -> tuple[int, int, int]:
@@ -132,10 +133,10 @@ def test_paper_dag_dry_run_is_quick_and_lists_every_job(paper_dry_run):
     counts = job_counts(output)
     print(f"paper DAG through profiles/slurm in {seconds:.1f} s: {counts}")
     runs, main_runs, backbone_runs = paper_runs()
-    evaluations = runs * len(PAPER["eval"]["every_run"]) + main_runs * len(PAPER["eval"]["main_runs"])
-    evaluations += backbone_runs * len(PAPER["eval"]["backbone_runs"])
     assert counts["train"] == runs
-    assert counts.get("evaluate", 0) == evaluations
+    # one evaluation process per run and benchmark list
+    assert counts["evaluate_every_run"] == runs and counts["evaluate_main_runs"] == main_runs
+    assert counts["evaluate_backbone_runs"] == backbone_runs
     assert counts["subset"] == 1 + len(PAPER["runs"]["data_sizes"])
     assert counts["web_shards"] == counts["fetch_url_list"] == counts["tables"] == counts["all"] == 1
     assert counts["total"] == sum(count for rule, count in counts.items() if rule != "total")
@@ -157,7 +158,7 @@ def test_gpus_go_to_training_and_evaluation_only(paper_dry_run):
             assert "gpu" not in str(job.resources.get("gres", "")), job.name
             assert "--gpus" not in call and "--gres" not in call, call
     gpu_rules = {job.name for job in jobs if job.resources.get("gpu")}
-    assert {"train", "evaluate"} <= gpu_rules <= GPU_RULES
+    assert {"train", *EVAL_RULES} <= gpu_rules <= GPU_RULES
     assert PAPER["resources"]["eval"]["gpu"] == 1
 
 
@@ -182,7 +183,7 @@ def test_multi_gpu_training_is_one_task_on_one_node_running_torchrun(paper_dry_r
 def test_evaluation_jobs_get_the_configured_cpus_as_decoding_workers(paper_dry_run):
     cpus = PAPER["resources"]["eval"]["cpus"]
     assert cpus > 1
-    evaluations = [job for job in dry_run_jobs(paper_dry_run[0]) if job.name == "evaluate"]
+    evaluations = [job for job in dry_run_jobs(paper_dry_run[0]) if job.name in EVAL_RULES]
     assert evaluations
     for job in evaluations:
         assert f"--cpus-per-task={cpus}" in sbatch_call(job), sbatch_call(job)

@@ -1,5 +1,6 @@
 # Config validation, run ids and paths: the one place where names are made.
 import json
+import re
 from pathlib import Path
 
 from snakemake.utils import validate
@@ -27,14 +28,15 @@ def code_hash(stage):
 
 
 def analysis_runs():
-    """The runs of each analysis, every seed: "main" (Tables 1-3, Figs. 5-6), "backbones" (Table 4),
+    """The runs of each analysis: "main" (Tables 1-3, Figs. 5-6; runs.main_seeds), "backbones" (Table 4),
     "data_sizes" (Fig. 4), "lambdas" (Fig. 3) and "list_scales" (the proposed list-scale ablation), as
     dicts of RUN_ID's fields."""
     runs = config["runs"]
     main = dict(backbone=runs["backbone"], data_size=runs["data_size"], **MAIN_RUN)
     analyses = dict(main=[], backbones=[], data_sizes=[], lambdas=[], list_scales=[])
-    for seed in runs["seeds"]:
+    for seed in main_seeds():
         analyses["main"] += [main | dict(method=method, seed=seed) for method in runs["methods"]]
+    for seed in runs["seeds"]:
         for backbone in runs["backbones"]:
             analyses["backbones"] += [
                 main | dict(method=method, backbone=backbone, seed=seed)
@@ -57,6 +59,11 @@ def analysis_runs():
                 main | dict(method="rankclip", list_scale=float(list_scale), seed=seed)
             )
     return analyses
+
+
+def main_seeds():
+    """The main runs' seeds: runs.main_seeds, else runs.seeds."""
+    return config["runs"].get("main_seeds") or config["runs"]["seeds"]
 
 
 def data_size_backbone():
@@ -209,6 +216,63 @@ def benchmarks(run_id):
     return [tuple(pair.split(":")) for pair in pairs]
 
 
+EVAL_LISTS = ("every_run", "main_runs", "backbone_runs")  # config eval.<list>: one process per run each
+
+
+def eval_list_run_ids(name):
+    """The runs that evaluation list `name` applies to."""
+    applies = dict(every_run=lambda run: True, main_runs=is_main_run, backbone_runs=is_backbone_run)[name]
+    return [run_id for run_id in run_ids() if applies(parse_run_id(run_id))]
+
+
+def eval_lists():
+    """The evaluation lists with benchmarks and runs to apply them to."""
+    return [name for name in EVAL_LISTS if config["eval"].get(name) and eval_list_run_ids(name)]
+
+
+def eval_list_pairs(name):
+    return [tuple(pair.split(":")) for pair in config["eval"][name]]
+
+
+def eval_list_runs(name):
+    """Wildcard pattern matching exactly the run ids of list `name`."""
+    return "|".join(re.escape(run_id) for run_id in eval_list_run_ids(name))
+
+
+def eval_list_datasets(name):
+    return list(dict.fromkeys(dataset_marker(dataset) for _, dataset in eval_list_pairs(name)))
+
+
+def eval_list_results(name):
+    """The results JSONs list `name` writes for a run (wildcard run_id)."""
+    return [
+        str(RESULTS / "eval" / "{run_id}" / f"{task}-{dataset}.json")
+        for task, dataset in eval_list_pairs(name)
+    ]
+
+
+def eval_list_flags(name):
+    """The params function of list `name`'s rule: `rankclip eval all`'s benchmark flags for a run,
+    --<task> NAME=DIR ... per task (an empty --gap: no modality gap unless listed), the config's probe
+    protocol where the list has linear probes, and --no-umap but for the lowest main seed (Fig. 6 draws
+    that seed's UMAP; the projection is most of a gap benchmark's time)."""
+    by_task = {"zeroshot": [], "retrieval": [], "linear-probe": [], "gap": []}
+    for task, dataset in eval_list_pairs(name):
+        folder = Path(dataset_marker(dataset)).parent
+        by_task[task.replace("_", "-")].append(f"{dataset}={folder}")
+    flags = [
+        f"--{task} {' '.join(values)}".rstrip() for task, values in by_task.items() if values or task == "gap"
+    ]
+    if by_task["linear-probe"]:
+        flags.append(f"--probe {config['eval']['probe']}")
+
+    def run_flags(wildcards):
+        drawn = parse_run_id(wildcards.run_id)["seed"] == min(main_seeds())
+        return " ".join(flags + ([] if drawn or not by_task["gap"] else ["--no-umap"]))
+
+    return run_flags
+
+
 def eval_results():
     return [
         str(RESULTS / "eval" / run_id / f"{task}-{dataset}.json")
@@ -247,7 +311,7 @@ def localisation_inputs(wildcards):
     """What Fig. 7 reads besides the results: the main CLIP and RankCLIP checkpoints, the retrieval set."""
     if wildcards.notebook != "fig7_localisation":
         return []
-    seed = min(config["runs"]["seeds"])
+    seed = min(main_seeds())
     models = [
         str(RESULTS / "runs" / RUN_ID.format(**run) / "model.pt")
         for run in analysis_runs()["main"]

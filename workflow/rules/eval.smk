@@ -1,20 +1,24 @@
-# Evaluation: one job per run x benchmark; embeddings are cached by content (checkpoint, dataset). The
-# checkpoint is the one source of the run's identity (id, method, data size, seed, lambdas): no flags repeat it.
+# Evaluation: one process per run and benchmark list of the config (eval.every_run, eval.main_runs,
+# eval.backbone_runs), writing one results JSON per benchmark: the model and the libraries load once per
+# list, and a partial target (`snakemake table1`) still evaluates only the lists it needs. Embeddings are
+# cached by content (checkpoint, dataset). The checkpoint is the one source of the run's identity (id,
+# method, data size, seed, lambdas): no flags repeat it.
 
 
-rule evaluate:
-    """One benchmark (task on dataset) of one run, as a validated results JSON."""
+rule evaluate_every_run:
+    """The benchmarks of one list (here eval.every_run) on one run, in one process: one validated results
+    JSON per benchmark. The other lists' rules are this one with their own benchmarks and runs."""
     input:
         model=RESULTS / "runs" / "{run_id}" / "model.pt",
-        dataset=lambda wildcards: dataset_marker(wildcards.dataset),
+        datasets=eval_list_datasets("every_run"),
     output:
-        result=RESULTS / "eval" / "{run_id}" / "{task}-{dataset}.json",
+        eval_list_results("every_run"),
     log:
-        LOGS / "eval" / "{run_id}" / "{task}-{dataset}.log",
+        LOGS / "eval" / "{run_id}" / "every_run.log",
     benchmark:
-        LOGS / "eval" / "{run_id}" / "{task}-{dataset}.benchmark.tsv"
+        LOGS / "eval" / "{run_id}" / "every_run.benchmark.tsv"
     wildcard_constraints:
-        task="zeroshot|retrieval|linear_probe|gap",
+        run_id=eval_list_runs("every_run"),
     group:
         "eval"
     conda:
@@ -25,16 +29,49 @@ rule evaluate:
         runtime=config["resources"]["eval"]["runtime"],
         cpus_per_task=config["resources"]["eval"]["cpus"],
     params:
-        probe=lambda wildcards: (
-            f"--probe {config['eval']['probe']}" if wildcards.task == "linear_probe" else ""
-        ),
-        dataset_dir=lambda wildcards, input: Path(input.dataset).parent,
+        benchmarks=eval_list_flags("every_run"),
+        out_dir=lambda wildcards: RESULTS / "eval" / wildcards.run_id,
         cache=RESULTS / "embeddings",
         code=code_hash("eval"),
     shell:
-        "rankclip eval {wildcards.task} --checkpoint {input.model} --dataset {params.dataset_dir} "
-        "--dataset-name {wildcards.dataset} --out {output.result} --cache-dir {params.cache} --no-progress "
-        "--workers {resources.cpus_per_task} {params.probe} > {log} 2>&1"
+        "rankclip eval all --checkpoint {input.model} {params.benchmarks} --out-dir {params.out_dir} "
+        "--cache-dir {params.cache} --no-progress --workers {resources.cpus_per_task} > {log} 2>&1"
+
+
+if "main_runs" in eval_lists():
+
+    use rule evaluate_every_run as evaluate_main_runs with:
+        input:
+            model=RESULTS / "runs" / "{run_id}" / "model.pt",
+            datasets=eval_list_datasets("main_runs"),
+        output:
+            eval_list_results("main_runs"),
+        log:
+            LOGS / "eval" / "{run_id}" / "main_runs.log",
+        benchmark:
+            LOGS / "eval" / "{run_id}" / "main_runs.benchmark.tsv"
+        wildcard_constraints:
+            run_id=eval_list_runs("main_runs"),
+        params:
+            benchmarks=eval_list_flags("main_runs"),
+
+
+if "backbone_runs" in eval_lists():
+
+    use rule evaluate_every_run as evaluate_backbone_runs with:
+        input:
+            model=RESULTS / "runs" / "{run_id}" / "model.pt",
+            datasets=eval_list_datasets("backbone_runs"),
+        output:
+            eval_list_results("backbone_runs"),
+        log:
+            LOGS / "eval" / "{run_id}" / "backbone_runs.log",
+        benchmark:
+            LOGS / "eval" / "{run_id}" / "backbone_runs.benchmark.tsv"
+        wildcard_constraints:
+            run_id=eval_list_runs("backbone_runs"),
+        params:
+            benchmarks=eval_list_flags("backbone_runs"),
 
 
 rule tables:
