@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo on a CPU, no network: the whole workflow DAG (data -> subsets -> 12 training runs -> 70
-# evaluations -> tables) with config/config.yaml, then the Table 1 analogue.
+# The demo on a CPU, no network: the whole workflow DAG (data -> subsets -> 24 training runs -> 44
+# evaluation jobs -> tables) with config/config.yaml, then the Table 1 analogue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck disable=SC1091
