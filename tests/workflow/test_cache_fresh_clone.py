@@ -71,7 +71,7 @@ def check_fresh_clone(source: Path, tmp_path: Path) -> None:
         [" M .dvc/config", *(f"?? {p}" for p in POINTERS)]
     )  # nothing else to commit
     runs = yaml.safe_load((first / POINTERS[0]).read_text())
-    assert runs["outs"][0]["nfiles"] == 2 * 12  # model.pt + metrics.jsonl of the 12 runs, no checkpoints/
+    assert runs["outs"][0]["nfiles"] == 2 * 24  # model.pt + metrics.jsonl of the 24 runs, no checkpoints/
     git("add", ".dvc/config", *POINTERS, cwd=first, env=env)
     git("commit", "--quiet", "-m", "Outputs of record", cwd=first, env=env)
     assert json.loads(dvc("status", "--cloud", "--json", cwd=first, env=env)) == {}
@@ -80,7 +80,7 @@ def check_fresh_clone(source: Path, tmp_path: Path) -> None:
     assert not (fresh / "results" / "demo" / "eval").exists() and not (fresh / ".dvc" / "cache").exists()
     pulled = rankclip("cache", "pull", cwd=fresh, env=env)
     assert pulled.returncode == 0, pulled.stderr
-    assert len(list((fresh / "results" / "demo" / "eval").rglob("*.json"))) == 70
+    assert len(list((fresh / "results" / "demo" / "eval").rglob("*.json"))) == 24 * 3 + 18 * 5 + 2 * 2
 
     command = [sys.executable, "-m", "snakemake", "--cores", "2"]
     result = subprocess.run(command, cwd=fresh, env=env, capture_output=True, text=True, timeout=1800)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from tiny_dag import venv_env
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -326,7 +327,7 @@ def test_study_config_trains_the_six_methods_over_its_seeds_and_one_run_trains(w
     result = subprocess.run(
         [*SNAKEMAKE, f"{run_dir}/model.pt", "--cores", "2", "--directory", str(workdir), "--snakefile",
          snakefile, *study, str(small)],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO, capture_output=True, text=True, timeout=600, env=venv_env(),
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     checkpoint = torch.load(workdir / run_dir / "model.pt", map_location="cpu", weights_only=True)
