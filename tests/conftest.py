@@ -54,18 +54,6 @@ def write_colour_shards(out_dir: Path, num_samples: int, num_shards: int, seed: 
     return str(out_dir / f"shard-{{000000..{num_shards - 1:06d}}}.tar")
 
 
-def pytest_collection_modifyitems(config, items) -> None:
-    """Tests marked rehearsal_full run only when asked for (-m rehearsal_full); else a skip saying so."""
-    if "rehearsal_full" in (config.option.markexpr or ""):
-        return
-    skip = pytest.mark.skip(
-        reason="opt-in: pytest -m rehearsal_full (the whole paper DAG, README 'Rehearsal')"
-    )
-    for item in items:
-        if "rehearsal_full" in item.keywords:
-            item.add_marker(skip)
-
-
 @pytest.fixture(scope="session")
 def colour_shards(tmp_path_factory) -> str:
     return write_colour_shards(tmp_path_factory.mktemp("shards"), num_samples=1024, num_shards=8)

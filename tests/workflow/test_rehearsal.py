@@ -5,8 +5,8 @@ files in the published formats (tests/rehearsal_mirror.py), on the CPU.
   the 20 evaluation-set downloads, ImageNet val / V2 / R, COCO Karpathy, the ten linear-probe sets, the
   subsets) runs, as Snakemake's summary shows; the broken web downloads are counted in the shards'
   summary.json, not fatal; the converted sets read back. Runs by default.
-- ``test_whole_dag`` (``-m rehearsal_full``, opt-in): every rule of the paper DAG through report.html; its
-  152 evaluation jobs are one process each, too many for the CI budget on 2 cores (README, "Rehearsal").
+- ``test_whole_dag`` (slow): the rest of the paper DAG on the same workdir, every rule through report.html
+  (93 jobs, ~9 minutes on 2 cores; README, "Rehearsal of the paper DAG").
 """
 
 from __future__ import annotations
@@ -195,9 +195,9 @@ def test_data_rules(workdir, mirror, record_property):
     assert json.loads(status or "{}") == {}, status
 
 
-@pytest.mark.rehearsal_full
+@pytest.mark.slow
 def test_whole_dag(workdir, mirror, record_property):
-    """Every rule of the paper DAG at least once, through report.html (opt-in: -m rehearsal_full)."""
+    """Every rule of the paper DAG at least once, through report.html (after test_data_rules: the rest)."""
     result, seconds = run(workdir, "--cores", "2", timeout=7200, env=dvc_env(workdir))
     record_property("whole_dag_wall_s", round(seconds))
     print(f"whole rehearsal DAG: {seconds:.0f} s wall")
