@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -34,12 +35,13 @@ from pathlib import Path
 import pytest
 import yaml
 from http_server import serve_directory
-from synthetic_results import BACKBONE, DATA_SIZE, write_synthetic_results
+from synthetic_results import BACKBONE, DATA_SIZE, ROLES, RUNS, write_synthetic_results
 from test_data_captions import tiny_blip, write_web_shards  # noqa: F401  (tiny_blip is a fixture)
 
 from tests.conftest import write_colour_shards
 
-# About 17 minutes on 2 cores (pip installs most of each env's packages afresh): over CI's budget, opt-in.
+# 4.5 minutes on 2 cores with pip's cache warm, about 17 with a cold one (pip installs most of each env's
+# packages afresh, as on a clean CI machine): over CI's budget, opt-in.
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -250,10 +252,12 @@ def test_report_env_makes_tables_and_runs_a_notebook(env, tmp_path):
     write_synthetic_results(results)
     tables = tmp_path / "tables"
     run(["rankclip", "report", "tables", "--results-dir", str(results), "--out-dir", str(tables),
-         "--backbone", BACKBONE, "--data-size", str(DATA_SIZE)], prefix, cwd)  # fmt: skip
+         "--backbone", BACKBONE, "--data-size", str(DATA_SIZE), "--zeroshot", ROLES["zeroshot"],
+         "--retrieval", ROLES["retrieval"]], prefix, cwd)  # fmt: skip
     notebook, ipynb, out_dir = REPO / "notebooks" / "tables.py", tmp_path / "tables.ipynb", tmp_path / "out"
+    parameters = shlex.quote(json.dumps({"runs": RUNS, "roles": ROLES}))
     # the notebook rule's shell command (workflow/rules/report.smk)
     run(f"jupytext --to ipynb -o - {notebook} | papermill - {ipynb} -k python3 --no-progress-bar "
         f"-p results_csv {tables / 'results.csv'} -p results_dir {results} -p out_dir {out_dir} "
-        f"&& jupyter nbconvert --to html --no-input {ipynb}", prefix, cwd)  # fmt: skip
+        f"-y {parameters} && jupyter nbconvert --to html --no-input {ipynb}", prefix, cwd)  # fmt: skip
     assert (out_dir / "index.json").exists() and ipynb.with_suffix(".html").exists()
