@@ -38,6 +38,17 @@ def dry_run(workdir: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+def shell_commands(workdir: Path) -> list[str]:
+    """The shell command of every job of the workdir's DAG (a dry-run with --printshellcmds)."""
+    result = subprocess.run(
+        [*SNAKEMAKE, "-n", "--printshellcmds", "--directory", str(workdir), "--snakefile",
+         str(REPO / "workflow" / "Snakefile")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
+
+
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)}
@@ -206,14 +217,7 @@ def test_linear_probe_protocol_comes_from_the_config(workdir):
         config = yaml.safe_load(path.read_text())
         config["eval"]["probe"] = probe
         path.write_text(yaml.safe_dump(config))
-        result = subprocess.run(
-            [*SNAKEMAKE, "-n", "--printshellcmds", "--directory", str(workdir), "--snakefile",
-             str(REPO / "workflow" / "Snakefile")],
-            cwd=REPO, capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert result.returncode == 0, result.stderr
-        shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
-        commands[probe] = [line for line in shell if line.startswith("rankclip eval ")]
+        commands[probe] = [line for line in shell_commands(workdir) if line.startswith("rankclip eval ")]
     for probe, lines in commands.items():
         probes = [line for line in lines if " --linear-probe " in line]
         assert len(probes) == 6 * 3 + 2 and all(f" --probe {probe} " in line for line in probes)
@@ -293,14 +297,7 @@ def test_a_download_smaller_than_a_requested_size_stops_the_dag_naming_both(work
 
 
 def test_one_evaluation_process_per_run_and_list_with_the_umap_for_the_lowest_seed_only(workdir):
-    result = subprocess.run(
-        [*SNAKEMAKE, "-n", "--printshellcmds", "--directory", str(workdir), "--snakefile",
-         str(REPO / "workflow" / "Snakefile")],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    shell = [line.removeprefix("Shell command: ") for line in result.stdout.splitlines()]
-    commands = [line for line in shell if line.startswith("rankclip eval all ")]
+    commands = [line for line in shell_commands(workdir) if line.startswith("rankclip eval all ")]
     gaps = [line for line in commands if "--gap shapes_captions=" in line]
     assert len(gaps) == 6 * 3
     for line in gaps:  # Fig. 6 draws the lowest seed's UMAP: the others skip the projection

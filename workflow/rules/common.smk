@@ -205,33 +205,28 @@ def is_backbone_run(run):
     )
 
 
+# config eval.<list> -> the runs it applies to; each list is one evaluation process per run
+EVAL_LISTS = dict(every_run=lambda run: True, main_runs=is_main_run, backbone_runs=is_backbone_run)
+
+
+def eval_list_pairs(name):
+    return [tuple(pair.split(":")) for pair in config["eval"].get(name) or []]
+
+
 def benchmarks(run_id):
-    """The task:dataset pairs a run is evaluated on."""
+    """The task:dataset pairs a run is evaluated on: those of every list that applies to it."""
     run = parse_run_id(run_id)
-    pairs = list(config["eval"]["every_run"])
-    if is_main_run(run):
-        pairs += config["eval"]["main_runs"]
-    if is_backbone_run(run):
-        pairs += config["eval"]["backbone_runs"]
-    return [tuple(pair.split(":")) for pair in pairs]
-
-
-EVAL_LISTS = ("every_run", "main_runs", "backbone_runs")  # config eval.<list>: one process per run each
+    return [pair for name, applies in EVAL_LISTS.items() if applies(run) for pair in eval_list_pairs(name)]
 
 
 def eval_list_run_ids(name):
     """The runs that evaluation list `name` applies to."""
-    applies = dict(every_run=lambda run: True, main_runs=is_main_run, backbone_runs=is_backbone_run)[name]
-    return [run_id for run_id in run_ids() if applies(parse_run_id(run_id))]
+    return [run_id for run_id in run_ids() if EVAL_LISTS[name](parse_run_id(run_id))]
 
 
 def eval_lists():
     """The evaluation lists with benchmarks and runs to apply them to."""
     return [name for name in EVAL_LISTS if config["eval"].get(name) and eval_list_run_ids(name)]
-
-
-def eval_list_pairs(name):
-    return [tuple(pair.split(":")) for pair in config["eval"][name]]
 
 
 def eval_list_runs(name):
