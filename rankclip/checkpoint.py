@@ -83,19 +83,28 @@ def load(path: Path, required: tuple[str, ...] = ("state_dict",)) -> dict[str, A
     return checkpoint
 
 
+def epoch_files(checkpoint_dir: Path) -> list[Path]:
+    """The ``epoch_N.pt`` files in ``checkpoint_dir``, newest (highest N) first."""
+    epochs = (
+        (int(m.group(1)), p)
+        for p in Path(checkpoint_dir).glob("epoch_*.pt")
+        if (m := re.match(r"epoch_(\d+)\.pt$", p.name))
+    )
+    return [path for _, path in sorted(epochs, reverse=True)]
+
+
+def prune_epoch_files(checkpoint_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` epoch files; returns the deleted paths."""
+    dropped = epoch_files(checkpoint_dir)[keep:]
+    for path in dropped:
+        path.unlink()
+    return dropped
+
+
 def resumable(checkpoint_dir: Path) -> list[Path]:
     """The checkpoints in ``checkpoint_dir``, newest first: ``latest.pt``, then epoch files by epoch."""
-    checkpoint_dir = Path(checkpoint_dir)
-    epochs = sorted(
-        (
-            (int(m.group(1)), p)
-            for p in checkpoint_dir.glob("epoch_*.pt")
-            if (m := re.match(r"epoch_(\d+)\.pt$", p.name))
-        ),
-        reverse=True,
-    )
-    latest = [checkpoint_dir / LATEST] if (checkpoint_dir / LATEST).is_file() else []
-    return latest + [path for _, path in epochs]
+    latest = Path(checkpoint_dir) / LATEST
+    return ([latest] if latest.is_file() else []) + epoch_files(checkpoint_dir)
 
 
 def find_latest(checkpoint_dir: Path) -> Path | None:

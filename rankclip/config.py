@@ -80,6 +80,12 @@ class TrainConfig(BaseModel):
     # output
     output_dir: Path
     checkpoint_every_steps: int | None = Field(None, gt=0, description="Also checkpoint every N steps.")
+    keep_epoch_checkpoints: int = Field(
+        1,
+        ge=0,
+        description="How many epoch_N.pt (the newest) to keep beside latest.pt: the fallback if latest.pt "
+        "is unreadable; 0 keeps none.",
+    )
     log_every_steps: int = Field(10, gt=0)
     resume: str = Field("auto", description="'auto' (latest checkpoint in output_dir), 'none', or a path.")
     on_config_change: Literal["error", "restart"] = Field(
@@ -124,6 +130,7 @@ RUN_LOCAL_FIELDS = frozenset(
         "tensorboard",
         "log_every_steps",
         "checkpoint_every_steps",
+        "keep_epoch_checkpoints",
         "device",
         "compile",
         "max_skipped_fraction",

@@ -272,8 +272,11 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
                 if config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     save(checkpoint_dir / ckpt.LATEST)
             progress.close()
-            save(checkpoint_dir / f"epoch_{epoch + 1}.pt")
+            if config.keep_epoch_checkpoints:
+                save(checkpoint_dir / f"epoch_{epoch + 1}.pt")
             save(checkpoint_dir / ckpt.LATEST)
+            if dist_info.is_main:
+                ckpt.prune_epoch_files(checkpoint_dir, keep=config.keep_epoch_checkpoints)
     finally:
         metrics.close()
 

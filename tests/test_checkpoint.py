@@ -68,3 +68,12 @@ def test_find_latest(tmp_path: Path):
     assert ckpt.find_latest(tmp_path).name == "epoch_10.pt"
     (tmp_path / "latest.pt").write_bytes(b"")
     assert ckpt.find_latest(tmp_path).name == "latest.pt"
+
+
+@pytest.mark.parametrize("keep", [0, 1, 2, 5])
+def test_prune_epoch_files_keeps_the_newest(tmp_path: Path, keep: int):
+    for name in ("epoch_2.pt", "epoch_10.pt", "epoch_9.pt", "latest.pt", "epoch_x.pt"):
+        (tmp_path / name).write_bytes(b"")
+    ckpt.prune_epoch_files(tmp_path, keep=keep)
+    assert [p.name for p in ckpt.epoch_files(tmp_path)] == ["epoch_10.pt", "epoch_9.pt", "epoch_2.pt"][:keep]
+    assert (tmp_path / "latest.pt").exists() and (tmp_path / "epoch_x.pt").exists()  # not epoch files

@@ -84,6 +84,15 @@ def test_same_seed_gives_bit_identical_checkpoints(colour_shards, tmp_path):
     )
 
 
+@pytest.mark.parametrize(("keep", "kept"), [(0, []), (1, ["epoch_3.pt"]), (2, ["epoch_3.pt", "epoch_2.pt"])])
+def test_only_the_newest_epoch_checkpoints_are_kept(colour_shards, tmp_path, keep, kept):
+    config = config_for(colour_shards, tmp_path, train_num_samples=64, epochs=3, keep_epoch_checkpoints=keep)
+    train_module.train(config)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == sorted(["latest.pt", *kept])
+    assert load(tmp_path / "checkpoints" / "latest.pt")["epoch"] == 3
+    assert [load(tmp_path / "checkpoints" / name)["epoch"] for name in kept] == [3, 2][: len(kept)]
+
+
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 def test_every_loss_trains_and_logs_its_terms(colour_shards, tmp_path, loss):
     final = train_module.train(config_for(colour_shards, tmp_path, loss=loss, train_num_samples=64, epochs=1))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from tiny_dag import REPO, DemoRun, snakemake_command, venv_env, workdir_with
+from tiny_dag import REPO, DemoRun, drop_training_state, snakemake_command, venv_env, workdir_with
 
 
 @pytest.fixture(scope="session")
@@ -17,4 +17,5 @@ def demo_run(tmp_path_factory) -> DemoRun:
     command = snakemake_command(workdir, "--cores", "2")
     result = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=3600)
     assert result.returncode == 0, result.stderr[-5000:]
+    drop_training_state(workdir)
     return DemoRun(workdir, command, env, result.stdout + result.stderr)

@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from dvc_env import dvc, dvc_env
 from http_server import serve_directory
 from rehearsal_mirror import NUM_PAIRS, OVERSIZED, build_mirror, write_url_list
 from test_slurm import ACCOUNT, PARTITION, slurm  # noqa: F401 (slurm: the single-node SLURM fixture)
-from tiny_dag import job_stats
+from tiny_dag import drop_training_state, job_stats
 
 from rankclip.eval.datasets import WdsSplit, dataset_type
 from rankclip.evalsets.registry import REGISTRY
@@ -110,13 +111,14 @@ def mirror(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory, mirror) -> Path:
+def workdir(tmp_path_factory, mirror) -> Iterator[Path]:
     mirror, server = mirror
     workdir = tmp_path_factory.mktemp("rehearsal")
     subprocess.run(["cp", "-r", str(REPO / "config"), str(REPO / "profiles"), str(workdir)], check=True)
     (workdir / "config" / "mirror.yaml").write_text(yaml.safe_dump(mirror.config(server.url(""))))
     dvc("init", "--no-scm", "--quiet", cwd=workdir, env=dvc_env(workdir))  # track_downloads' repository
-    return workdir
+    yield workdir
+    drop_training_state(workdir)
 
 
 def data_targets() -> list[str]:

@@ -42,6 +42,7 @@ TINY = {
         "workers": 2,  # = the training jobs' threads in both runs (local --cores 2)
         "shuffle_buffer": 256,
         "checkpoint_every_steps": 4,
+        "keep_epoch_checkpoints": 0,
         "log_every_steps": 2,
     },
     "runs": {

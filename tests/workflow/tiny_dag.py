@@ -37,6 +37,13 @@ def workdir_with(config: Path, workdir: Path) -> Path:
     return workdir
 
 
+def drop_training_state(workdir: Path) -> None:
+    """Delete every run's ``checkpoints/`` (its optimizer state, ~100 MB a run, not of record and read by no
+    test that shares the run): the suite's disk stays small on CI's machine."""
+    for folder in workdir.glob("results/*/runs/*/checkpoints"):
+        shutil.rmtree(folder)
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """A finished run of the test-scale demo DAG: its working dir, command, environment and output."""
