@@ -58,7 +58,8 @@ outputs.table(
     "fig3_lambda_sweep",
     "Fig. 3: zero-shot top-1 and mean R@1 (%) by lambda",
     "One lambda swept, the other at 1; `low`, `high`: our bootstrap 95% interval over test items (seeds "
-    "pooled; mean R@1: its two directions resampled independently). Paper: only the lambda = 1 point "
+    "pooled; mean R@1: its two directions resampled independently); `seeds`: how many (lambda = 1 is the "
+    "main run, trained on runs.main_seeds). Paper: only the lambda = 1 point "
     "is known numerically "
     "(Table 1's RankCLIP row: top-1 10.16, mean R@1 (7.18 + 3.74) / 2). "
     + report.stand_in_note({roles.zeroshot: "imagenet1k", roles.retrieval: "mscoco"}),
@@ -84,10 +85,7 @@ for ax, column, label in zip(
     if ours.empty:
         ax.text(0.5, 0.5, "no RankCLIP runs", ha="center", va="center", transform=ax.transAxes)
     else:
-        for swept, line in ours.groupby("swept", sort=False):
-            line = line.sort_values("lambda")
-            errors = [line[column] - line[f"{column} low"], line[f"{column} high"] - line[column]]
-            ax.errorbar(line["lambda"], line[column], yerr=errors, marker="o", capsize=4, label=swept)
+        report.plot_intervals(ax, ours, x="lambda", y=column, by="swept")
     for value in baseline[column]:
         ax.axhline(value, color="grey", linestyle="--", label="CLIP (ours)")
     point = paper.drop_duplicates("lambda")

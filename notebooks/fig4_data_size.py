@@ -66,9 +66,9 @@ outputs.table(
     "fig4_data_size",
     f"Fig. 4 (left): zero-shot top-1 (%) by training pairs, {curve_backbone}",
     f"Keys: method, our size, the paper's size it stands for ({mapping or 'none mapped'}). `top1 low`, "
-    "`top1 high`: our bootstrap 95% interval over test items (seeds pooled). Paper: ImageNet "
-    f"top-1 read off Fig. 4 (approximate; RN50); our size is `{report.NOT_RUN}` at the paper's sizes "
-    "without a counterpart here (15M needs a 15M-pair source). "
+    "`top1 high`: our bootstrap 95% interval over test items (seeds pooled); `seeds`: how many. Paper: "
+    f"ImageNet top-1 read off Fig. 4 (approximate; RN50); our size is `{report.NOT_RUN}` at the paper's "
+    "sizes without a counterpart here (15M needs a 15M-pair source). "
     + report.stand_in_note({roles.zeroshot: "imagenet1k"}),
 )
 curve
@@ -105,10 +105,7 @@ ours = curve[(curve["source"] == "ours")].astype({"data_size": int}) if len(curv
 paper = curve[curve["source"] == "paper"].copy()
 ax = axes[0]
 if len(ours):
-    for method, line in ours.groupby("method", sort=False):
-        line = line.sort_values("data_size")
-        errors = [line["top1"] - line["top1 low"], line["top1 high"] - line["top1"]]
-        ax.errorbar(line["data_size"], line["top1"], yerr=errors, marker="o", capsize=4, label=method)
+    report.plot_intervals(ax, ours, x="data_size", y="top1", by="method")
     ax.set_xscale("log", base=2)
     ax.legend(title=None)
 else:

@@ -140,6 +140,7 @@ BENCHMARK_NAMES = {
 METHOD_ORDER = ["clip", "cyclip", "alip", "rankclip", "rankclip_cross", "rankclip_in"]
 SOURCES = ("ours", "paper", "ours - paper")
 NO_COUNTERPART = "-"
+SEEDS = "seeds"  # a count column of ``compare`` tables: how many seeds a row of ours pools (an integer)
 NOT_RUN = "not run"  # a paper point (Fig. 4's 15M) that this config trains nothing for
 # A number made (in part) from results whose code_hash is not the current evaluation code's.
 STALE_MARK = "\u2020"
@@ -310,6 +311,11 @@ def mean_percent(rows: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.
     return table
 
 
+def seed_count(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """How many seeds each group of ``rows`` by ``keys`` pools (column ``seeds``)."""
+    return rows.groupby(keys, sort=False)["seed"].nunique().rename(SEEDS).to_frame()
+
+
 def method_order(methods) -> list[str]:
     methods = list(dict.fromkeys(methods))
     return [m for m in METHOD_ORDER if m in methods] + sorted(m for m in methods if m not in METHOD_ORDER)
@@ -340,7 +346,7 @@ def compare(
     theirs = {_key(k): row for k, row in paper.reindex(columns=columns).astype(float).iterrows()}
     keys = [_key(k) for k in order] if order is not None else list(dict.fromkeys([*mine, *theirs]))
     empty = pd.Series(np.nan, index=columns, dtype=float)
-    differs = pd.Series([same is None or c in same for c in columns], index=columns)
+    differs = pd.Series([(same is None or c in same) and c != SEEDS for c in columns], index=columns)
     rows = []
     for key in keys:
         a, b = mine.get(key, empty), theirs.get(key, empty)
@@ -349,6 +355,8 @@ def compare(
                 rows.append({**dict(zip(names, key, strict=True)), "source": source, **values.to_dict()})
     table = pd.DataFrame(rows, columns=[*names, "source", *columns])
     table[columns] = table[columns].astype(float).round(decimals)
+    if SEEDS in table:
+        table[SEEDS] = table[SEEDS].astype("Int64")
     return table
 
 
@@ -371,7 +379,7 @@ def _markdown(body: pd.DataFrame, decimals: int = 2, index: bool = True, marks=(
     position, column] of cells that get ``STALE_MARK``."""
 
     def cell(value) -> str:
-        if value is None or (isinstance(value, float) and math.isnan(value)):
+        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
             return NO_COUNTERPART
         if isinstance(value, float | np.floating):
             return f"{value:.{decimals}f}"
@@ -612,6 +620,7 @@ def lambda_sweep(
             part = part.join(interval_percent(a, [swept], "top1", hits)).join(
                 interval_percent(b, [swept], "mean_R@1", hits)
             )
+        part = part.join(seed_count(pd.concat([a, b]), [swept]))
         part.index = pd.MultiIndex.from_tuples(
             [(swept, float(v)) for v in part.index], names=["swept", "lambda"]
         )
@@ -671,6 +680,7 @@ def data_size_curve(
     ours = mean_percent(rows, ["method", "data_size"], ["top1"])
     if hits is not None:
         ours = ours.join(interval_percent(rows, ["method", "data_size"], "top1", hits))
+    ours = ours.join(seed_count(rows, ["method", "data_size"]))
     keyed = {}
     for (method, size), values in ours.iterrows():
         paper_size = data_sizes.get(int(size))
@@ -945,6 +955,16 @@ def retrieval_summary(examples: pd.DataFrame) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------ outputs
+def plot_intervals(ax, table: pd.DataFrame, x: str, y: str, by: str) -> None:
+    """On the matplotlib axes ``ax``, one line per ``by`` group of ``table``: ``y`` against ``x``, its 95%
+    interval (columns ``<y> low``, ``<y> high``) as error bars."""
+    for label, line in table.groupby(by, sort=False):
+        line = line.sort_values(x)
+        value, low, high = (line[c].to_numpy(float) for c in (y, f"{y} low", f"{y} high"))
+        errors = np.vstack([value - low, high - value])
+        ax.errorbar(line[x].to_numpy(), value, yerr=errors, marker="o", capsize=4, label=label)
+
+
 def _write_text(path: Path, text: str) -> Path:
     return write_atomic_text(path, text, per_process=True)
 

@@ -256,6 +256,13 @@ def test_schema_train_section_lists_trainconfig_fields():
             assert entry.get(key) == reference[name].get(key), (name, key)
 
 
+def test_schema_needs_a_benchmark_for_every_run():
+    """An empty eval.every_run would train the sweeps' runs (lambda, data size) and evaluate none of them."""
+    with pytest.raises(Exception, match=r"\[\] should be non-empty") as error:
+        validate(demo_config(eval={"every_run": []}), str(REPO / "config" / "schema.yaml"))
+    assert "every_run" in str(error.value)
+
+
 @pytest.mark.parametrize(
     ("sections", "message"),
     [

@@ -250,6 +250,25 @@ def test_lambda_sweep_has_both_axes_and_the_papers_lambda_one_point(results_dir,
     assert diff[["top1", "mean_R@1"]].notna().all(axis=None)
 
 
+def test_sweep_and_curve_rows_count_the_seeds_they_pool(frame, roles):
+    """Fig. 3 and 4's tables say how many seeds each of our points pools (an integer; the paper's: -)."""
+    main = frame[(frame["method"] == "rankclip") & (frame["lambda_cross"] == 1) & (frame["lambda_in"] == 1)]
+    frame = pd.concat([frame, main.assign(seed=1, run_id=main["run_id"] + "-seed1")])
+    table = report.lambda_sweep(frame, BACKBONE, DATA_SIZE, "shapes", "shapes_captions")
+    seeds = table[table["source"] == "ours"].set_index(["swept", "lambda"])["seeds"]
+    assert seeds.to_dict() == {
+        ("lambda_cross", 1.0): 2, ("lambda_cross", 3.0): 1, ("lambda_in", 1.0): 2, ("lambda_in", 3.0): 1
+    }  # fmt: skip
+    assert table.loc[table["source"] == "paper", "seeds"].isna().all()
+    markdown = report.to_markdown(table)
+    assert markdown.splitlines()[0].split("|")[-2].strip() == "seeds"
+    column = [line.split("|")[-2].strip() for line in markdown.splitlines()[2:]]
+    assert column == ["2", "-", "1", "2", "-", "1"]  # ours (lambda 1), paper, ours (lambda 3); both axes
+    curve = report.data_size_curve(frame, OTHER_BACKBONE, "shapes", roles.data_sizes)
+    assert rows(curve, method="rankclip", data_size=DATA_SIZE, source="ours")["seeds"].item() == 2
+    assert rows(curve, method="clip", data_size=DATA_SIZE, source="ours")["seeds"].item() == 1
+
+
 def test_data_size_curve_pairs_our_sizes_with_the_papers(frame, roles, paper_frame):
     table = report.data_size_curve(frame, OTHER_BACKBONE, "shapes", roles.data_sizes)
     assert set(table["method"]) == {"clip", "rankclip"}
@@ -578,3 +597,29 @@ def test_table1_uncertainty_has_a_spread_row_and_a_delta_row_per_method():
     assert table.loc[2, "shapes top1"] == "+2.50 [+0.40, +4.60] *"
     assert table.loc[2, "captions image_to_text_R@1"] == "-1.00 [-3.00, +1.00]"
     assert set(table["seeds"]) == {3}
+
+
+def test_plot_intervals_draws_one_line_per_group_with_its_interval():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame(
+        {
+            "by": ["a", "a", "b"],
+            "x": [2.0, 1.0, 1.0],
+            "y": [5.0, 3.0, 4.0],
+            "y low": [4.0, 2.5, 1.0],
+            "y high": [7.0, 3.0, 4.0],
+        }  # fmt: skip
+    )
+    fig, ax = plt.subplots()
+    report.plot_intervals(ax, table, x="x", y="y", by="by")
+    lines = {c.get_label(): c for c in ax.containers}
+    assert list(lines) == ["a", "b"]
+    a = lines["a"]
+    assert a.lines[0].get_xdata().tolist() == [1.0, 2.0] and a.lines[0].get_ydata().tolist() == [3.0, 5.0]
+    segments = a.lines[2][0].get_segments()  # the vertical error bars, sorted by x: [low, high] per point
+    assert [(s[0][1], s[1][1]) for s in segments] == [(2.5, 3.0), (4.0, 7.0)]
+    plt.close(fig)
