@@ -13,7 +13,7 @@
 # would need MariaDB as well; squeue + MinJobAge is the simpler setup and tests the same submission path.
 #
 # The script never touches a SLURM it did not configure: it refuses to start when /etc/slurm/slurm.conf
-# exists without its marker line, and `stop` only kills the PIDs in its own PID files.
+# holds anything without its marker line, and `stop` only kills the PIDs in its own PID files.
 set -euo pipefail
 
 MARKER="# written by rankclip scripts/slurm-single-node.sh"
@@ -53,7 +53,8 @@ install_packages() {
 }
 
 write_conf() {
-  if [ -e "$CONF" ] && ! grep -qF "$MARKER" "$CONF"; then
+  # An empty file configures nothing (some images ship one): it is replaced, and removed by `stop`.
+  if [ -s "$CONF" ] && ! grep -qF "$MARKER" "$CONF"; then
     die "$CONF exists and was not written by this script; not touching a real SLURM configuration"
   fi
   # The node as slurmd sees it (CPUs, sockets, cores), with 10% of the memory left to the OS and Snakemake.
