@@ -313,6 +313,7 @@ def mean_percent(rows: pd.DataFrame, keys: list[str], metrics: list[str]) -> pd.
 
 def seed_count(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """How many seeds each group of ``rows`` by ``keys`` pools (column ``seeds``)."""
+    rows = rows.reindex(columns=list(dict.fromkeys([*keys, "seed"])))
     return rows.groupby(keys, sort=False)["seed"].nunique().rename(SEEDS).to_frame()
 
 

@@ -4,8 +4,8 @@ The cluster is started by ``scripts/slurm-single-node.sh`` (root; CI installs it
 stopped at the end. A small DAG (2 methods, 1 epoch, 512 pairs, zero-shot on one set) runs twice: locally with
 ``--cores 2`` and through ``profiles/slurm``; every metric, and the checkpoints' sha256, must agree.
 Training is bit-for-bit deterministic on the CPU for a fixed seed and thread count: both runs give the
-training jobs 2 threads (``train.workers``; Snakemake exports it as OMP_NUM_THREADS), so their torch
-reductions run in the same order.
+training jobs 2 threads (``resources.train.cpus``; Snakemake exports it as OMP_NUM_THREADS), so their
+torch reductions run in the same order.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ TINY = {
         "batch_size": 64,
         "lr": 0.001,
         "warmup_steps": 2,
-        "workers": 2,  # = the training jobs' threads in both runs (local --cores 2)
+        "workers": 2,
         "shuffle_buffer": 256,
         "checkpoint_every_steps": 4,
         "keep_epoch_checkpoints": 0,
@@ -64,7 +64,7 @@ TINY = {
         "main_runs": [],
     },
     "resources": {
-        "train": {"gpu": 0, "cpus": 2, "mem_mb": 2000, "runtime": 10},
+        "train": {"gpu": 0, "cpus": 2, "mem_mb": 2000, "runtime": 10},  # the jobs' threads in both runs
         "eval": {"gpu": 0, "mem_mb": 2000, "runtime": 10},
     },
 }

@@ -173,6 +173,7 @@ def test_multi_gpu_training_is_one_task_on_one_node_running_torchrun(paper_dry_r
         # all GPUs and CPUs in one task on one node (no --ntasks-per-gpu: that would be a task per GPU,
         # each with all the CPUs, possibly spread over nodes)
         assert f"--gpus={gpus}" in call and "--nodes=1" in call and f"--cpus-per-task={cpus}" in call, call
+        assert job.threads == cpus  # OMP_NUM_THREADS: the job's CPUs, its data workers among them
         assert "--ntasks" not in call, call
         assert f"-t {resources['runtime']}" in call and f"--mem {resources['mem_mb']}" in call, call
         # the job step runs the rule once (srun -n1) with every GPU; torchrun starts one worker per GPU

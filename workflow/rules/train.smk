@@ -13,7 +13,7 @@ rule train:
         LOGS / "train" / "{run_id}.benchmark.tsv"
     conda:
         "../../envs/train.yaml"
-    threads: config["train"].get("workers", 2)
+    threads: config["resources"]["train"]["cpus"]
     resources:
         gpu=config["resources"]["train"]["gpu"],
         mem_mb=config["resources"]["train"]["mem_mb"],
