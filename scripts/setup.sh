@@ -17,7 +17,15 @@ if ! dpkg -s $DEBIAN_DATA >/dev/null 2>&1; then
     echo "note: install the demo's real data and chromium with: sudo apt-get install $DEBIAN_DATA" >&2
   fi
 fi
-python3 -m venv .venv
+# envs/lock.txt is resolved for CPython 3.11.5 or later 3.11 (some of its releases need 3.11.5): say so
+# before pip fails deep in the lock (Debian 12's python3 is 3.11.2: PYTHON=/path/to/python3.11 picks another)
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(not (3, 11, 5) <= sys.version_info[:3] < (3, 12))' 2>/dev/null; then
+  echo "scripts/setup.sh: envs/lock.txt needs CPython 3.11.5 or a later 3.11; $PYTHON is" \
+    "$("$PYTHON" -V 2>&1 || echo missing): set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+"$PYTHON" -m venv .venv
 LOCK=envs/lock.txt
 if [ -n "$TORCH_SPEC" ]; then
   # shellcheck disable=SC2086

@@ -6,6 +6,8 @@ tests/workflow/test_envs_build.py builds each env's pip half as conda would and 
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import tomllib
 from importlib import metadata
 from pathlib import Path
@@ -146,3 +148,19 @@ def test_setup_installs_the_lock():
     assert lock["torch"].startswith("torch==2.14.1 ")
     assert lock["torchvision"].startswith("torchvision==0.29.1 ")
     assert all("--hash=sha256:" in line for line in lock.values())
+
+
+def test_setup_stops_at_once_on_a_python_the_lock_does_not_fit(tmp_path: Path):
+    """Debian 12's python3 is 3.11.2; the lock needs 3.11.5+: setup says so before making a venv."""
+    shutil.copytree(REPO / "scripts", tmp_path / "scripts")
+    python = tmp_path / "python3.11.2"
+    python.write_text('#!/bin/sh\n[ "$1" = -V ] && echo "Python 3.11.2" && exit 0\nexit 1\n')
+    python.chmod(0o755)
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts" / "setup.sh")],
+        env={"PATH": "/usr/bin:/bin", "PYTHON": str(python)},
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert f"needs CPython 3.11.5 or a later 3.11; {python} is Python 3.11.2" in result.stderr
+    assert not (tmp_path / ".venv").exists()
