@@ -36,6 +36,12 @@ class TrainConfig(BaseModel):
     shuffle_buffer: int = Field(1000, ge=0, description="Webdataset sample shuffle buffer (0: no shuffle).")
     workers: int = Field(2, ge=0, description="DataLoader workers per rank.")
     augment: bool = Field(False, description="open_clip's train augmentation; the paper uses none.")
+    decode_cache_mb: int = Field(
+        0,
+        ge=0,
+        description="Keep up to this many MB of decoded samples (image tensor and tokens) in memory, so that "
+        "later epochs do not decode them again; needs workers 0 and no augment. 0: decode every epoch.",
+    )
     max_skipped_fraction: float = Field(
         0.001,
         ge=0,
@@ -102,6 +108,11 @@ class TrainConfig(BaseModel):
             raise ValueError("loss 'rankclip_cross' needs lambda_cross > 0")
         if self.loss == "rankclip_in" and self.lambda_in == 0:
             raise ValueError("loss 'rankclip_in' needs lambda_in > 0")
+        if self.decode_cache_mb and (self.workers or self.augment):
+            raise ValueError(
+                "decode_cache_mb keeps decoded samples in the training process: it needs workers 0 and "
+                f"augment false (got workers {self.workers}, augment {str(self.augment).lower()})"
+            )
         return self
 
 
@@ -131,6 +142,7 @@ RUN_LOCAL_FIELDS = frozenset(
         "log_every_steps",
         "checkpoint_every_steps",
         "keep_epoch_checkpoints",
+        "decode_cache_mb",
         "device",
         "compile",
         "max_skipped_fraction",

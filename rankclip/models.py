@@ -1,14 +1,38 @@
-"""Models through open_clip's factory, plus the package's tiny configs for CPU runs."""
+"""Models through open_clip's factory, plus the package's tiny configs for CPU runs.
+
+open_clip imports transformers and timm when they are installed, for its Hugging Face text towers and timm
+image towers: 0.9 s in every training and evaluation process. No model here uses them, so open_clip is
+imported with both unimportable (they stay importable afterwards); a model that needs them is refused.
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from pathlib import Path
+from types import ModuleType
 
-import open_clip
 import torch
 
 from rankclip.atomic import atomic_path, write_atomic_text
+
+UNUSED_OPEN_CLIP_EXTRAS = ("transformers", "timm")
+
+
+def import_without(module: str, unused: tuple[str, ...]) -> ModuleType:
+    """Import ``module`` with the ``unused`` packages unimportable; they stay importable afterwards."""
+    hidden = [name for name in unused if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(hidden))  # None: `import name` raises ImportError
+    try:
+        return importlib.import_module(module)
+    finally:
+        for name in hidden:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
+open_clip = import_without("open_clip", UNUSED_OPEN_CLIP_EXTRAS)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -26,6 +50,10 @@ def model_config(name: str) -> dict:
     if config is None:
         known = ", ".join(n for n in open_clip.list_models() if n.startswith(("rankclip", "ViT-B", "RN")))
         raise ValueError(f"unknown model {name!r}; known models include: {known}")
+    if "timm_model_name" in config.get("vision_cfg", {}) or "hf_model_name" in config.get("text_cfg", {}):
+        raise ValueError(
+            f"model {name!r} has a timm or Hugging Face tower, which rankclip does not load (rankclip.models)"
+        )
     return config
 
 

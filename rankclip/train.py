@@ -196,6 +196,7 @@ def _train(config, dist_info, precision, data, steps_per_epoch: int, total_steps
         shuffle_buffer=config.shuffle_buffer,
         select=data.select,
         skip_budget=skip_budget,
+        decode_cache_bytes=config.decode_cache_mb * 2**20,
     )
     train_model = model
     if dist_info.world_size > 1:

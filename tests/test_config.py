@@ -23,6 +23,9 @@ def test_defaults_follow_the_paper():
         ({"precision": "fp64"}, "precision"),
         ({"learning_rate": 1e-3}, "learning_rate"),
         ({"loss": "rankclip_in", "lambda_in": 0.0}, "lambda_in"),
+        ({"decode_cache_mb": 64, "workers": 2}, "decode_cache_mb .* workers 0 .*got workers 2"),
+        ({"decode_cache_mb": 64, "augment": True, "workers": 0}, "decode_cache_mb .*workers 0, augment true"),
+        ({"decode_cache_mb": -1}, "decode_cache_mb"),
     ],
 )
 def test_bad_values_name_the_field(values, field):

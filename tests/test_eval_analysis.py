@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import base64
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +123,33 @@ def test_gap_command_writes_the_examples_artifact(retrieval_dir, tmp_path):
     )  # fmt: skip
     assert run_eval(args) == 0
     assert read_result(none).artifacts == {}
+
+
+UMAP_IN_A_FRESH_PROCESS = """
+import sys
+import numpy as np
+from rankclip.eval.analysis import umap_projection
+from rankclip.eval.embeddings import SplitEmbeddings
+rng = np.random.default_rng(0)
+embeddings = SplitEmbeddings(
+    image_features=rng.normal(size=(40, 16)).astype(np.float32),
+    keys=np.asarray([f"{i:08d}" for i in range(40)]),
+    text_features=rng.normal(size=(80, 16)).astype(np.float32),
+    text_image_index=np.repeat(np.arange(40), 2),
+)
+np.save(sys.argv[1], umap_projection(embeddings, seed=3)["xy"])
+"""
+
+
+def test_umaps_numba_kernels_compile_once_per_machine_to_the_same_coordinates(tmp_path):
+    """The layout kernel (no on-disk cache upstream) is cached by the first process, read by the next."""
+    cache = tmp_path / "numba"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache)}
+    run = [sys.executable, "-c", UMAP_IN_A_FRESH_PROCESS]
+    subprocess.run([*run, tmp_path / "first.npy"], env=env, check=True)
+    written = {path.name: path.stat().st_mtime_ns for path in cache.rglob("*.nb*")}
+    assert any(name.startswith("layouts._optimize_layout_euclidean_single_epoch") for name in written)
+    subprocess.run([*run, tmp_path / "second.npy"], env=env, check=True)
+    rewritten = {path.name: path.stat().st_mtime_ns for path in cache.rglob("*.nb*")}
+    assert rewritten == written  # read, not written again
+    np.testing.assert_array_equal(np.load(tmp_path / "first.npy"), np.load(tmp_path / "second.npy"))

@@ -142,6 +142,31 @@ def test_skips_within_the_budget_are_counted_and_logged(good_shards, tmp_path):
     assert lines[-1]["skipped"] == ckpt.load(final)["skipped"] == 2
 
 
+def test_the_decode_cache_changes_no_weight_and_no_skip_count(good_shards, tmp_path):
+    folder = tmp_path / "shards"
+    folder.mkdir()
+    (folder / "a.tar").write_bytes((good_shards / "shard-000000.tar").read_bytes())
+    write_text_as_png_shard(folder / "b.tar", 2)
+    finals = {
+        mb: ckpt.load(
+            train_module.train(
+                tiny(
+                    f"{folder}/{{a,b}}.tar",
+                    tmp_path / f"run-{mb}",
+                    epochs=3,
+                    max_skipped_fraction=0.1,
+                    decode_cache_mb=mb,
+                )
+            )
+        )
+        for mb in (0, 64)
+    }
+    plain, cached = finals[0], finals[64]
+    assert cached["skipped"] == plain["skipped"] > 2  # an undecodable sample is tried (and counted) again
+    assert plain["state_dict"].keys() == cached["state_dict"].keys()
+    assert all(torch.equal(plain["state_dict"][k], cached["state_dict"][k]) for k in plain["state_dict"])
+
+
 # --- a checkpoint is bound to its config ------------------------------------------------------------------
 
 
@@ -286,6 +311,21 @@ def test_a_role_whose_task_no_run_evaluates_is_left_empty_not_refused():
     assert name_problems(config) == [expected]
 
 
+@pytest.mark.parametrize("section", ["train", "resources"])
+def test_the_paper_config_sets_every_key_the_demo_sets_for_its_jobs(section):
+    """paper.yaml is an overlay on config/config.yaml: a demo setting it leaves out would be the paper's."""
+    demo, paper = (yaml.safe_load((REPO / "config" / f).read_text()) for f in ("config.yaml", "paper.yaml"))
+
+    def settings(tree, prefix=""):  # dotted keys; samples_per_s is a table by backbone, not a setting
+        for key, value in tree.items():
+            if isinstance(value, dict) and key != "samples_per_s":
+                yield from settings(value, f"{prefix}{key}.")
+            else:
+                yield prefix + key
+
+    assert sorted(set(settings(demo[section])) - set(settings(paper[section]))) == []
+
+
 def test_shipped_configs_have_no_unknown_names():
     for name in ("config.yaml", "paper.yaml"):
         assert name_problems(yaml.safe_load((REPO / "config" / name).read_text())) == [], name
@@ -305,6 +345,19 @@ def test_workflow_stops_at_dag_time(override, message):
     )  # fmt: skip
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_a_decode_cache_beside_loader_workers_stops_at_dag_time(tmp_path):
+    overlay = tmp_path / "workers.yaml"
+    overlay.write_text("train:\n  workers: 2\n")  # over the demo's decode_cache_mb
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1",
+         "--configfile", "config/config.yaml", overlay],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "'decode_cache_mb needs workers 0" in result.stdout + result.stderr
+    assert "On instance['train']['workers']" in result.stdout + result.stderr
 
 
 # --- one writer per output directory ------------------------------------------------------------------------

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -21,7 +23,14 @@ def spec():
 
 
 def batches(colour_shards, spec, *, epoch=0, start=0, workers=0, rank=0, world_size=1, seed=0, steps=12):
-    stream = ShardStream(
+    stream = stream_of(
+        colour_shards, spec, workers=workers, rank=rank, world_size=world_size, seed=seed, steps=steps
+    )
+    return epoch_batches(stream, epoch, start, workers)
+
+
+def stream_of(colour_shards, spec, *, workers=0, rank=0, world_size=1, seed=0, steps=12, cache=0):
+    return ShardStream(
         expand_shards(colour_shards),
         spec,
         steps_per_epoch=steps,
@@ -30,7 +39,11 @@ def batches(colour_shards, spec, *, epoch=0, start=0, workers=0, rank=0, world_s
         world_size=world_size,
         workers=workers,
         shuffle_buffer=64,
+        decode_cache_bytes=cache,
     )
+
+
+def epoch_batches(stream, epoch=0, start=0, workers=0):
     stream.set_epoch(epoch, start)
     return list(make_loader(stream, workers))
 
@@ -133,3 +146,41 @@ def test_subset_manifest_selects_exactly_its_samples(tmp_path):
         seen = sorted(int(t) for batch in make_loader(stream, 0) for t in batch["text"][:, 0])
         assert set(seen) <= set(expected) and len(seen) == 64
         assert seen == expected or shuffle_buffer
+
+
+class CountingTransform:
+    """The model's image transform, counting its calls (one per decoded sample)."""
+
+    def __init__(self, transform):
+        self.transform, self.calls = transform, 0
+
+    def __call__(self, image):
+        self.calls += 1
+        return self.transform(image)
+
+
+@pytest.mark.parametrize("start", [0, 5])
+def test_the_decode_cache_gives_the_same_batches_and_decodes_each_sample_once(colour_shards, spec, start):
+    counting = CountingTransform(spec.image_transform)
+    cached = stream_of(colour_shards, replace(spec, image_transform=counting), steps=20, cache=2**30)
+    plain = stream_of(colour_shards, spec, steps=20)
+    for epoch in range(3):  # 20 steps of 16 from 1,024 samples: later epochs reread some of the same
+        first = start if epoch == 0 else 0
+        assert same(epoch_batches(cached, epoch, first), epoch_batches(plain, epoch, first))
+    seen = len(cached.decoded.items)
+    assert counting.calls == seen < (60 - start) * 16  # every sample decoded once, and some seen again
+    assert cached.decoded.used == seen * (3 * 32 * 32 * 4 + 2 * 32 * 8)  # image float32, two token rows int64
+
+
+def test_the_decode_cache_keeps_what_fits_its_budget(colour_shards, spec):
+    item_bytes = 3 * 32 * 32 * 4 + 2 * 32 * 8
+    cached = stream_of(colour_shards, spec, steps=4, cache=10 * item_bytes + item_bytes // 2)
+    plain = stream_of(colour_shards, spec, steps=4)
+    for epoch in range(2):
+        assert same(epoch_batches(cached, epoch), epoch_batches(plain, epoch))
+    assert len(cached.decoded.items) == 10 and cached.decoded.used == 10 * item_bytes
+
+
+def test_the_decode_cache_needs_in_process_loading(colour_shards, spec):
+    with pytest.raises(ValueError, match=r"decode cache needs in-process loading \(workers 0\)"):
+        stream_of(colour_shards, spec, workers=2, cache=2**20)

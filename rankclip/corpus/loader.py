@@ -9,6 +9,10 @@ uninterrupted run.
 Faults are counted, never slept on: a shard that cannot be opened or read and a sample that cannot be decoded
 are skipped and counted (per worker, reported with every batch); the run stops with the counts when they
 exceed its skip budget. Missing local shards stop the run before any work.
+
+With a decode cache (in-process loading only), a sample decoded once is kept, up to a byte budget, as the
+tensors it became: later epochs read the same shards in the same order and take those tensors instead of
+decoding again, so the batches are the same as without the cache.
 """
 
 from __future__ import annotations
@@ -148,7 +152,10 @@ class ShardStream(IterableDataset):
         shuffle_buffer: int = 1000,
         select: Callable[[dict], bool] | None = None,
         skip_budget: int = 0,
+        decode_cache_bytes: int = 0,
     ):
+        if decode_cache_bytes and workers:
+            raise ValueError("a decode cache needs in-process loading (workers 0)")
         streams = world_size * max(workers, 1)
         if len(shards) < streams:
             raise ValueError(
@@ -160,6 +167,7 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.workers = rank, world_size, max(workers, 1)
         self.shuffle_buffer, self.select, self.skip_budget = shuffle_buffer, select, skip_budget
         self.epoch, self.start_step = 0, 0
+        self.decoded = DecodeCache(decode_cache_bytes)
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:
         """Select the epoch (0-indexed) and the step within it to start from (resume)."""
@@ -178,6 +186,11 @@ class ShardStream(IterableDataset):
             yield from ({"url": url} for url in mine)
 
     def _to_tensors(self, sample: dict) -> dict:
+        """A raw sample's tensors: decoded, transformed and tokenised, or the decode cache's copy."""
+        key = (sample.get("__url__"), sample["__key__"])
+        if (item := self.decoded.get(key)) is not None:
+            return item
+        sample = _rename_image(_DECODE(sample))
         spec = self.spec
         item = {
             "image": spec.image_transform(sample["image"]),
@@ -185,6 +198,7 @@ class ShardStream(IterableDataset):
         }
         if spec.synthetic_caption_key:
             item["synthetic_text"] = spec.tokenizer([sample[spec.synthetic_caption_key]])[0]
+        self.decoded.put(key, item)
         return item
 
     def __iter__(self) -> Iterator[dict]:
@@ -203,8 +217,6 @@ class ShardStream(IterableDataset):
             stages.append(wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng))
         stages += [
             wds.slice(done * batch_size, None),
-            wds.decode("pilrgb", handler=faults),
-            wds.rename(image="jpg;jpeg;png;webp", keep=True, handler=faults),
             wds.map(self._to_tensors, handler=faults),
             wds.batched(batch_size, collation_fn=torch.utils.data.default_collate, partial=False),
             wds.slice(todo),
@@ -212,6 +224,34 @@ class ShardStream(IterableDataset):
         for batch in wds.DataPipeline(lambda: self._shard_urls(role, faults), *stages):
             batch["skipped"] = torch.tensor(faults.take())
             yield batch
+
+
+_DECODE = wds.autodecode.Decoder([wds.autodecode.imagehandler("pilrgb")])
+IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
+
+
+def _rename_image(sample: dict) -> dict:
+    """The sample with its image (the first of ``IMAGE_KEYS`` it has) under ``image``."""
+    for key in IMAGE_KEYS:
+        if key in sample:
+            return {**sample, "image": sample[key]}
+    raise ValueError(f"sample {sample.get('__key__')!r} has no image ({', '.join(IMAGE_KEYS)})")
+
+
+class DecodeCache:
+    """Decoded samples' tensors by (shard, key), up to ``budget`` bytes (0: none kept)."""
+
+    def __init__(self, budget: int):
+        self.budget, self.used, self.items = budget, 0, {}
+
+    def get(self, key: tuple) -> dict | None:
+        return self.items.get(key)
+
+    def put(self, key: tuple, item: dict) -> None:
+        size = sum(tensor.nbytes for tensor in item.values())
+        if self.used + size <= self.budget:
+            self.items[key] = item
+            self.used += size
 
 
 def make_loader(stream: ShardStream, workers: int) -> DataLoader:

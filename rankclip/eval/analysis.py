@@ -3,9 +3,12 @@ the top-k images retrieved for a few caption queries (Fig. 5).
 
 The projection is fitted on the normalised image embeddings and the embedding of each image's first
 caption together (one pair per image, at most ``max_pairs`` pairs drawn with ``seed``), cosine metric,
-``random_state=seed`` (umap-learn is then deterministic and single-threaded). The table written for the
-notebook has one row per point: ``x, y, modality`` (``image`` or ``text``), ``pair`` (the image's index
-in the split) and ``key`` (the sample key).
+``random_state=seed`` (umap-learn is then deterministic and single-threaded). umap-learn compiles its numba
+kernels in every process (~6 s), most of them without numba's on-disk cache: the cache is switched on for
+them, so that only the first process on a machine compiles (same machine code, same coordinates).
+
+The table written for the notebook has one row per point: ``x, y, modality`` (``image`` or ``text``),
+``pair`` (the image's index in the split) and ``key`` (the sample key).
 
 The retrieval examples take the first caption of ``num_queries`` images drawn with ``seed`` (the same
 queries for every checkpoint evaluated on the same split), rank all images of the split by cosine
@@ -19,6 +22,7 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import sys
 import warnings
 from pathlib import Path
 
@@ -53,6 +57,17 @@ def first_caption_pairs(embeddings: SplitEmbeddings, max_pairs: int | None, seed
     return np.sort(np.random.default_rng(seed).choice(num_images, size=max_pairs, replace=False))
 
 
+def cache_numba_kernels(*packages: str) -> int:
+    """Switch numba's on-disk cache on for the compiled functions of the loaded ``packages``' modules."""
+    from numba.core.dispatcher import Dispatcher
+
+    modules = [m for name, m in list(sys.modules.items()) if m and name.split(".")[0] in packages]
+    kernels = {id(f): f for m in modules for f in vars(m).values() if isinstance(f, Dispatcher)}
+    for kernel in kernels.values():
+        kernel.enable_caching()
+    return len(kernels)
+
+
 def umap_projection(
     embeddings: SplitEmbeddings,
     max_pairs: int | None = 5000,
@@ -63,6 +78,7 @@ def umap_projection(
     """2-D UMAP coordinates of paired image / first-caption embeddings: ``xy``, ``modality``, ``pair``."""
     import umap
 
+    cache_numba_kernels("umap", "pynndescent")
     if embeddings.text_features is None or embeddings.text_image_index is None:
         raise ValueError("the UMAP projection needs paired embeddings (a retrieval split)")
     pairs = first_caption_pairs(embeddings, max_pairs, seed)

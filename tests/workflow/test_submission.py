@@ -181,14 +181,15 @@ def test_multi_gpu_training_is_one_task_on_one_node_running_torchrun(paper_dry_r
         assert job.shell.startswith(f"torchrun --standalone --nproc_per_node {gpus} -m rankclip.cli train ")
 
 
-def test_evaluation_jobs_get_the_configured_cpus_as_decoding_workers(paper_dry_run):
+def test_evaluation_jobs_get_the_configured_cpus_as_threads_and_the_rest_as_decoding_workers(paper_dry_run):
     cpus = PAPER["resources"]["eval"]["cpus"]
     assert cpus > 1
     evaluations = [job for job in dry_run_jobs(paper_dry_run[0]) if job.name in EVAL_RULES]
     assert evaluations
     for job in evaluations:
         assert f"--cpus-per-task={cpus}" in sbatch_call(job), sbatch_call(job)
-        assert f" --workers {cpus} " in job.shell, job.shell
+        assert job.threads == cpus  # OMP_NUM_THREADS: the encoding process, its decoding workers beside it
+        assert f" --workers {cpus - 1} " in job.shell, job.shell
 
 
 def rule_blocks() -> dict[str, str]:

@@ -23,6 +23,7 @@ rule evaluate_every_run:
         "eval"
     conda:
         "../../envs/eval.yaml"
+    threads: config["resources"]["eval"]["cpus"]
     resources:
         gpu=config["resources"]["eval"]["gpu"],
         mem_mb=config["resources"]["eval"]["mem_mb"],
@@ -33,9 +34,10 @@ rule evaluate_every_run:
         out_dir=lambda wildcards: RESULTS / "eval" / wildcards.run_id,
         cache=RESULTS / "embeddings",
         code=code_hash("eval"),
+        workers=lambda wildcards, threads: threads - 1,  # the job's other CPUs decode images
     shell:
         "rankclip eval all --checkpoint {input.model} {params.benchmarks} --out-dir {params.out_dir} "
-        "--cache-dir {params.cache} --no-progress --workers {resources.cpus_per_task} > {log} 2>&1"
+        "--cache-dir {params.cache} --no-progress --workers {params.workers} > {log} 2>&1"
 
 
 if "main_runs" in eval_lists():
