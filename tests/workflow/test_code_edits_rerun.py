@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-# One run, evaluated by two processes: every run's benchmarks and the main runs' (test_resume.py's config)
+# One run (test_resume.py's config), a main run: one evaluation process on every list (the demo's per_run)
 TINY = {
     "name": "tiny",
     "data": {"demo": {"num_train": 512, "num_eval": 64, "shard_size": 256}},
@@ -32,7 +32,7 @@ TINY = {
 }
 DATA_RULES = {"demo_corpus", "emoji_corpus", "fashion_mnist", "subset"}
 REPORT_RULES = {"tables": 1, "notebook": 6, "report": 1, "all": 1}
-EVALUATIONS = {"evaluate_every_run": 1, "evaluate_main_runs": 1}
+EVALUATIONS = {"evaluate_main_runs": 1}
 
 
 def copy_repo(dest: Path) -> Path:

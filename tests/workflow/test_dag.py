@@ -68,22 +68,22 @@ def test_demo_dag(workdir):
     # 6 methods x 3 seeds + 2 backbone runs + 2 data-size runs + 1+1 extra lambda runs (lambda 1 and the
     # data-size curve's main size are main runs)
     runs = 6 * 3 + 2 + 2 + 2
-    # one evaluation process per run and list: every run (3 benchmarks), the 18 main runs (5 more), the 2
-    # backbone runs (2 linear probes more)
+    # one evaluation process per run (eval.jobs per_run): the 18 main runs (3 every-run benchmarks and 5
+    # more), the 2 backbone runs (3 and 2 linear probes), the 4 sweep runs (the 3 every-run benchmarks)
     assert counts == {
         "demo_corpus": 1,
         "emoji_corpus": 1,
         "fashion_mnist": 1,
         "subset": 2,  # 4096 (main) and 2048
         "train": runs,
-        "evaluate_every_run": runs,
+        "evaluate_every_run": runs - 6 * 3 - 2,
         "evaluate_main_runs": 6 * 3,
         "evaluate_backbone_runs": 2,
         "tables": 1,
         "notebook": 6,  # notebooks/*.py: tables, Figs. 3, 4, 5, 6, 7
         "report": 1,
         "all": 1,
-        "total": 5 + runs + runs + 18 + 2 + 2 + 7,
+        "total": 5 + runs + runs + 1 + 6 + 1 + 1,
     }
 
 
@@ -296,14 +296,32 @@ def test_a_download_smaller_than_a_requested_size_stops_the_dag_naming_both(work
     assert dry_run(workdir, "--configfile", str(workdir / "config" / "paper.yaml")).returncode == 0
 
 
-def test_one_evaluation_process_per_run_and_list_with_the_umap_for_the_lowest_seed_only(workdir):
+def test_one_evaluation_process_per_run_with_the_umap_for_the_lowest_seed_only(workdir):
     commands = [line for line in shell_commands(workdir) if line.startswith("rankclip eval all ")]
+    assert len(commands) == 24  # eval.jobs per_run: one process per run, on all the lists that apply to it
+    every_run = "--zeroshot shapes=resources/demo/demo/eval/zeroshot shapes_sketch=resources/demo/demo/eval/"
+    assert all(line.split(" --checkpoint ")[1].split(" ", 1)[1].startswith(every_run) for line in commands)
     gaps = [line for line in commands if "--gap shapes_captions=" in line]
-    assert len(gaps) == 6 * 3
+    assert len(gaps) == 6 * 3 and all(" --linear-probe shapes_texture=" in line for line in gaps)  # main runs
     for line in gaps:  # Fig. 6 draws the lowest seed's UMAP: the others skip the projection
         assert ("--no-umap" in line) == (re.search(r"__s(\d+)/model.pt", line)[1] != "0")
-    every = [line for line in commands if "--zeroshot shapes=" in line]
-    assert len(every) == 24 and all(line.split(" --gap")[1].startswith(" --out-dir") for line in every)
+    others = [line for line in commands if line not in gaps]  # every_run's benchmarks and no modality gap
+    assert len(others) == 6 and all(
+        line.split(" --gap")[1].split(" --out-dir")[0] in ("", " --probe linear") for line in others
+    )
+
+
+def test_per_run_evaluation_refuses_a_run_that_is_both_main_and_backbone_run(workdir):
+    overlay = workdir / "config" / "both.yaml"
+    configs = ["--configfile", str(workdir / "config" / "config.yaml"), str(overlay)]
+    backbone_runs = ["zeroshot:shapes_texture"]  # none of main_runs' pairs: those are refused twice
+    both = {"runs": {"backbones": ["rankclip-tiny-rn"]}, "eval": {"backbone_runs": backbone_runs}}
+    overlay.write_text(yaml.safe_dump(both))
+    result = dry_run(workdir, *configs)
+    assert result.returncode != 0
+    assert "repeats the main backbone 'rankclip-tiny-rn': with eval.jobs per_run" in result.stdout
+    overlay.write_text(yaml.safe_dump(both | {"eval": {**both["eval"], "jobs": "per_list"}}))
+    assert dry_run(workdir, *configs).returncode == 0
 
 
 def test_study_config_trains_the_six_methods_over_its_seeds_and_one_run_trains(workdir):
@@ -314,8 +332,8 @@ def test_study_config_trains_the_six_methods_over_its_seeds_and_one_run_trains(w
     result = dry_run(workdir, *study)
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
-    assert counts["train"] == 6 * 12 and counts["evaluate_every_run"] == counts["evaluate_main_runs"] == 72
-    assert "evaluate_backbone_runs" not in counts and counts["subset"] == 1
+    assert counts["train"] == counts["evaluate_main_runs"] == 6 * 12  # per_run: one evaluation each
+    assert {"evaluate_every_run", "evaluate_backbone_runs"}.isdisjoint(counts) and counts["subset"] == 1
     small = workdir / "config" / "small.yaml"
     sizes = {"demo": {"num_train": 512, "num_eval": 32, "shard_size": 128}}  # a shard per reader
     small.write_text(yaml.safe_dump({"data": sizes, "train": {"epochs": 1}, "runs": {"data_size": 512}}))

@@ -205,33 +205,57 @@ def is_backbone_run(run):
     )
 
 
-# config eval.<list> -> the runs it applies to; each list is one evaluation process per run
+# config eval.<list> -> the runs it applies to. eval.jobs: per_list, one process per run and list that
+# applies to it (rule evaluate_<list>); per_run, one process per run on the benchmarks of all its lists (the
+# job of evaluate_<list>, named by the last list that applies: every_run, main_runs or backbone_runs).
 EVAL_LISTS = dict(every_run=lambda run: True, main_runs=is_main_run, backbone_runs=is_backbone_run)
 
 
+def applied_lists(run_id):
+    """The evaluation lists that apply to a run (with benchmarks in the config), every_run first."""
+    run = parse_run_id(run_id)
+    return [name for name, applies in EVAL_LISTS.items() if config["eval"].get(name) and applies(run)]
+
+
+def per_run_evaluation():
+    return config["eval"]["jobs"] == "per_run"
+
+
 def eval_list_pairs(name):
-    return [tuple(pair.split(":")) for pair in config["eval"].get(name) or []]
+    """The task:dataset pairs that evaluate_<name> evaluates: list `name`'s (per_run: every_run's first)."""
+    lists = ["every_run", name] if per_run_evaluation() else [name]
+    pairs = [pair for listed in dict.fromkeys(lists) for pair in config["eval"].get(listed) or []]
+    return [tuple(pair.split(":")) for pair in dict.fromkeys(pairs)]
 
 
 def benchmarks(run_id):
     """The task:dataset pairs a run is evaluated on: those of every list that applies to it."""
-    run = parse_run_id(run_id)
-    return [pair for name, applies in EVAL_LISTS.items() if applies(run) for pair in eval_list_pairs(name)]
+    pairs = [pair for name in applied_lists(run_id) for pair in config["eval"][name]]
+    return [tuple(pair.split(":")) for pair in dict.fromkeys(pairs)]
 
 
 def eval_list_run_ids(name):
-    """The runs that evaluation list `name` applies to."""
-    return [run_id for run_id in run_ids() if EVAL_LISTS[name](parse_run_id(run_id))]
+    """The runs that evaluate_<name> evaluates: those list `name` applies to (per_run: as the last)."""
+    lists = {run_id: applied_lists(run_id) for run_id in run_ids()}
+    if not per_run_evaluation():
+        return [run_id for run_id, names in lists.items() if name in names]
+    both = [run_id for run_id, names in lists.items() if len(names) > 2]
+    if both:
+        raise ValueError(
+            f"runs.backbones repeats the main backbone {config['runs']['backbone']!r}: with eval.jobs per_run "
+            f"a run is evaluated by one job, but {both} would be both main and backbone runs"
+        )
+    return [run_id for run_id, names in lists.items() if names[-1] == name]
 
 
 def eval_lists():
-    """The evaluation lists with benchmarks and runs to apply them to."""
-    return [name for name in EVAL_LISTS if config["eval"].get(name) and eval_list_run_ids(name)]
+    """The evaluation rules' lists (evaluate_<list>) with runs to evaluate."""
+    return [name for name in EVAL_LISTS if eval_list_run_ids(name)]
 
 
 def eval_list_runs(name):
-    """Wildcard pattern matching exactly the run ids of list `name`."""
-    return "|".join(re.escape(run_id) for run_id in eval_list_run_ids(name))
+    """Wildcard pattern matching exactly the run ids of evaluate_<name> (none: a pattern matching nothing)."""
+    return "|".join(re.escape(run_id) for run_id in eval_list_run_ids(name)) or "(?!)"
 
 
 def eval_list_datasets(name):

@@ -1,13 +1,15 @@
 # Evaluation: one process per run and benchmark list of the config (eval.every_run, eval.main_runs,
-# eval.backbone_runs), writing one results JSON per benchmark: the model and the libraries load once per
-# list, and a partial target (`snakemake table1`) still evaluates only the lists it needs. Embeddings are
-# cached by content (checkpoint, dataset). The checkpoint is the one source of the run's identity (id,
-# method, data size, seed, lambdas): no flags repeat it.
+# eval.backbone_runs), writing one results JSON per benchmark, so that a partial target (`snakemake table1`)
+# evaluates only the lists it needs; or, with eval.jobs per_run (the demo), one process per run on all its
+# lists, which loads the model and the libraries once per run. Embeddings are cached by content (checkpoint,
+# dataset). The checkpoint is the one source of the run's identity (id, method, data size, seed, lambdas):
+# no flags repeat it.
 
 
 rule evaluate_every_run:
     """The benchmarks of one list (here eval.every_run) on one run, in one process: one validated results
-    JSON per benchmark. The other lists' rules are this one with their own benchmarks and runs."""
+    JSON per benchmark. The other lists' rules are this one with their own benchmarks and runs (per_run:
+    every_run's benchmarks too)."""
     input:
         model=RESULTS / "runs" / "{run_id}" / "model.pt",
         datasets=eval_list_datasets("every_run"),
