@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The demo on a CPU, no network: the whole workflow DAG (data -> subsets -> 24 training runs -> 44
+# The demo on a CPU, no network: the whole workflow DAG (data -> subsets -> 24 training runs -> 24
 # evaluation jobs -> tables) with config/config.yaml, then the Table 1 analogue.
 set -euo pipefail
 cd "$(dirname "$0")/.."
