@@ -10,7 +10,7 @@ from tiny_dag import REPO, DemoRun, drop_training_state, snakemake_command, venv
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory) -> DemoRun:
-    """The .test DAG (the demo's 82 jobs at test scale, ~10 minutes on 2 cores), run once for every test
+    """The .test DAG (the demo's 62 jobs at test scale, ~4 minutes on 2 cores), run once for every test
     that reads its outputs (test_demo_e2e.py, test_cache.py); tests copy it rather than change it."""
     workdir = workdir_with(REPO / ".test" / "config", tmp_path_factory.mktemp("demo-run"))
     env = venv_env()

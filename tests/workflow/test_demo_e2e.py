@@ -31,13 +31,13 @@ def test_test_config_has_the_demos_dag(tmp_path: Path):
     """.test/config runs every rule of the demo as often as the demo does: only the sizes are smaller."""
     demo = job_counts(workdir_with(REPO / "config", tmp_path / "demo"))
     small = job_counts(workdir_with(REPO / ".test" / "config", tmp_path / "test"))
-    assert small == demo and demo["total"] == 82
+    assert small == demo and demo["total"] == 62
 
 
 @pytest.mark.slow
 def test_demo_workflow_runs_end_to_end(demo_run):
     workdir = demo_run.workdir
-    assert job_stats(demo_run.output)["total"] == 82
+    assert job_stats(demo_run.output)["total"] == 62
     tables = workdir / "results" / "demo" / "tables"
     frame = pd.read_csv(tables / "results.csv")
     results = read_results(sorted((workdir / "results" / "demo" / "eval").rglob("*.json")))

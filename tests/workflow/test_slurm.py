@@ -39,7 +39,8 @@ TINY = {
         "batch_size": 64,
         "lr": 0.001,
         "warmup_steps": 2,
-        "workers": 2,
+        "workers": 2,  # loader worker processes inside a SLURM job
+        "decode_cache_mb": 0,  # the demo's cache needs workers 0
         "shuffle_buffer": 256,
         "checkpoint_every_steps": 4,
         "keep_epoch_checkpoints": 0,
