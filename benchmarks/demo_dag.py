@@ -2,8 +2,8 @@
 against the compute-only rate of benchmarks/train_step.py; and the DAG overhead ratio (the DAG's wall time
 divided by its training compute: training samples / compute-only samples/s).
 
-    python benchmarks/demo_dag.py                                        # the demo, all cores (27-42 min)
-    python benchmarks/demo_dag.py --configfile .test/config/config.yaml  # the demo at test scale (~10 min)
+    python benchmarks/demo_dag.py                                        # the demo, all cores (~8 min on 2)
+    python benchmarks/demo_dag.py --configfile .test/config/config.yaml  # the demo at test scale (~3 min)
     python benchmarks/demo_dag.py --directory W --log W/.snakemake/log/<run>.snakemake.log  # a finished run
 
 The DAG runs from scratch in a fresh --directory (a copy of config/ and profiles/). Per-job wall time comes
