@@ -190,10 +190,10 @@ class ShardStream(IterableDataset):
         key = (sample.get("__url__"), sample["__key__"])
         if (item := self.decoded.get(key)) is not None:
             return item
-        sample = _rename_image(_DECODE(sample))
+        sample = _DECODE(sample)
         spec = self.spec
         item = {
-            "image": spec.image_transform(sample["image"]),
+            "image": spec.image_transform(wds.filters.getfirst(sample, IMAGE_KEYS)),
             "text": spec.tokenizer([sample[spec.caption_key]])[0],
         }
         if spec.synthetic_caption_key:
@@ -226,16 +226,8 @@ class ShardStream(IterableDataset):
             yield batch
 
 
-_DECODE = wds.autodecode.Decoder([wds.autodecode.imagehandler("pilrgb")])
-IMAGE_KEYS = ("jpg", "jpeg", "png", "webp")
-
-
-def _rename_image(sample: dict) -> dict:
-    """The sample with its image (the first of ``IMAGE_KEYS`` it has) under ``image``."""
-    for key in IMAGE_KEYS:
-        if key in sample:
-            return {**sample, "image": sample[key]}
-    raise ValueError(f"sample {sample.get('__key__')!r} has no image ({', '.join(IMAGE_KEYS)})")
+_DECODE = wds.autodecode.Decoder([wds.autodecode.imagehandler("pilrgb")])  # what wds.decode("pilrgb") uses
+IMAGE_KEYS = "jpg;jpeg;png;webp"  # the first of these a sample has is its image
 
 
 class DecodeCache:

@@ -221,17 +221,20 @@ def per_run_evaluation():
     return config["eval"]["jobs"] == "per_run"
 
 
+def list_pairs(names):
+    """The task:dataset pairs of the config's evaluation lists `names`, in order, each pair once."""
+    pairs = dict.fromkeys(pair for name in names for pair in config["eval"].get(name) or [])
+    return [tuple(pair.split(":")) for pair in pairs]
+
+
 def eval_list_pairs(name):
     """The task:dataset pairs that evaluate_<name> evaluates: list `name`'s (per_run: every_run's first)."""
-    lists = ["every_run", name] if per_run_evaluation() else [name]
-    pairs = [pair for listed in dict.fromkeys(lists) for pair in config["eval"].get(listed) or []]
-    return [tuple(pair.split(":")) for pair in dict.fromkeys(pairs)]
+    return list_pairs(["every_run", name] if per_run_evaluation() else [name])
 
 
 def benchmarks(run_id):
     """The task:dataset pairs a run is evaluated on: those of every list that applies to it."""
-    pairs = [pair for name in applied_lists(run_id) for pair in config["eval"][name]]
-    return [tuple(pair.split(":")) for pair in dict.fromkeys(pairs)]
+    return list_pairs(applied_lists(run_id))
 
 
 def eval_list_run_ids(name):
